@@ -1,0 +1,160 @@
+/* backend.h: the op table. The only interface between model code (nn/, ssl/, optim/) and
+ * the libraries that do the arithmetic (oneDNN, OpenBLAS, cuDNN, cuBLAS, CUDA kernels).
+ *
+ * Conventions (hold for every op of every backend):
+ *  - Activations are NHWC, float32, contiguous: x[((n*H + h)*W + w)*C + c].
+ *  - Weights are in PyTorch's layout: conv OIHW, linear [out,in]. A backend may cache
+ *    its own weight layout, but must not assume weights are unchanged between calls.
+ *  - Forward:  (out, saved..., in, weights..., shape).
+ *    Backward: (d_in, d_weight..., d_out, in, weights..., saved..., shape).
+ *  - PARAMETER gradients ACCUMULATE (+=). ACTIVATION gradients OVERWRITE (=).
+ *    A NULL activation-gradient pointer means "not needed" and skips that work; a NULL
+ *    optional weight (bias, residual) means "absent".
+ *  - Pointers are backend memory (host memory for cpu/ref). Outputs never alias inputs
+ *    unless an op says so.
+ *  - Every op returns NULL on success or an error (status.h); ops with valid shapes on a
+ *    healthy backend do not fail.
+ *  - Reductions are deterministic for a fixed thread count.
+ */
+#ifndef DSC_BACKEND_H
+#define DSC_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dsc/status.h"
+
+/* Output size of a convolution or pooling window along one axis (PyTorch's formula,
+ * floor mode). */
+static inline int dsc_conv_out_size(int in, int kernel, int stride, int pad, int dilation) {
+  return (in + 2 * pad - dilation * (kernel - 1) - 1) / stride + 1;
+}
+
+/* conv2d: x (n,h,w,c_in) * weight (c_out,c_in,kh,kw) [+ bias (c_out)] -> y (n,oh,ow,c_out).
+ * Symmetric padding `pad`, equal stride and dilation on both axes, groups = 1. */
+typedef struct dsc_conv_shape {
+  int n, h, w, c_in, c_out;
+  int kh, kw, stride, pad, dilation;
+} dsc_conv_shape;
+
+static inline int dsc_conv_oh(const dsc_conv_shape *s) {
+  return dsc_conv_out_size(s->h, s->kh, s->stride, s->pad, s->dilation);
+}
+static inline int dsc_conv_ow(const dsc_conv_shape *s) {
+  return dsc_conv_out_size(s->w, s->kw, s->stride, s->pad, s->dilation);
+}
+
+/* batchnorm2d over x (n,h,w,c). Training mode normalizes each of `groups` groups of
+ * n/groups consecutive images with that group's own batch statistics (METHOD.md §5):
+ * saved mean/var are [groups][c], var biased. Optional fusions after the affine step:
+ * `+ residual` (same shape as x) then ReLU. */
+typedef struct dsc_bn_shape {
+  int n, h, w, c;
+  int groups; /* >= 1, divides n */
+  float eps;  /* 1e-5 */
+  int relu;   /* apply ReLU after affine (+ residual) */
+} dsc_bn_shape;
+
+/* max/avg pool window over x (n,h,w,c) -> y (n,oh,ow,c). Max-pool padding is -inf. */
+typedef struct dsc_pool_shape {
+  int n, h, w, c;
+  int k, stride, pad;
+} dsc_pool_shape;
+
+typedef struct dsc_backend dsc_backend;
+
+struct dsc_backend {
+  const char *name; /* "ref", "cpu", "cuda" */
+  void *impl;       /* backend-private state */
+  void (*destroy)(dsc_backend *be);
+
+  /* ---- memory ---- */
+  dsc_status *(*alloc)(dsc_backend *be, size_t bytes, void **out); /* zero-filled, 64-B aligned */
+  void (*free)(dsc_backend *be, void *p);
+  dsc_status *(*upload)(dsc_backend *be, void *dst, const void *host_src, size_t bytes);
+  dsc_status *(*download)(dsc_backend *be, void *host_dst, const void *src, size_t bytes);
+  dsc_status *(*zero)(dsc_backend *be, float *x, size_t n);
+
+  /* ---- convolution ----
+   * y = conv(x, w) + b                                   x (n,h,w,ci)  y (n,oh,ow,co) */
+  dsc_status *(*conv2d_forward)(dsc_backend *be, const dsc_conv_shape *s, float *y,
+                                const float *x, const float *w, const float *b);
+  /* dx = conv_transpose(dy, w) (=, skipped if NULL); dw += corr(x, dy); db += sum(dy)
+   * (skipped if NULL). */
+  dsc_status *(*conv2d_backward)(dsc_backend *be, const dsc_conv_shape *s, float *dx,
+                                 float *dw, float *db, const float *dy, const float *x,
+                                 const float *w);
+
+  /* ---- batch normalization ----
+   * Training: y = act(gamma*(x-mean_g)/sqrt(var_g+eps) + beta [+ residual]);
+   * save_mean, save_var: [groups*c], biased batch variance of each group. */
+  dsc_status *(*bn_forward_train)(dsc_backend *be, const dsc_bn_shape *s, float *y,
+                                  float *save_mean, float *save_var, const float *x,
+                                  const float *gamma, const float *beta,
+                                  const float *residual);
+  /* Eval: the same with running statistics (groups ignored). */
+  dsc_status *(*bn_forward_eval)(dsc_backend *be, const dsc_bn_shape *s, float *y,
+                                 const float *x, const float *gamma, const float *beta,
+                                 const float *running_mean, const float *running_var,
+                                 const float *residual);
+  /* Backward of bn_forward_train. `y` is the forward output (used for the ReLU mask when
+   * s->relu). dx =, dresidual = (the gradient reaching the residual input; NULL skips),
+   * dgamma +=, dbeta +=. dx may be NULL when only parameter gradients are wanted. */
+  dsc_status *(*bn_backward)(dsc_backend *be, const dsc_bn_shape *s, float *dx,
+                             float *dgamma, float *dbeta, float *dresidual, const float *dy,
+                             const float *x, const float *y, const float *gamma,
+                             const float *save_mean, const float *save_var);
+  /* PyTorch's running update, averaged over groups (METHOD.md §5): with m = (n/groups)*h*w,
+   * rmean = (1-mom)*rmean + mom*avg_g(mean_g); rvar = (1-mom)*rvar + mom*avg_g(var_g*m/(m-1)). */
+  dsc_status *(*bn_update_running)(dsc_backend *be, const dsc_bn_shape *s,
+                                   float *running_mean, float *running_var,
+                                   const float *save_mean, const float *save_var,
+                                   float momentum);
+
+  /* ---- elementwise ---- */
+  dsc_status *(*relu_forward)(dsc_backend *be, float *y, const float *x, size_t n);
+  /* dx = dy * (y > 0); dx may alias dy. */
+  dsc_status *(*relu_backward)(dsc_backend *be, float *dx, const float *dy, const float *y,
+                               size_t n);
+  /* y += x */
+  dsc_status *(*add_inplace)(dsc_backend *be, float *y, const float *x, size_t n);
+
+  /* ---- pooling ----
+   * Max-pool: argmax[i] is the flat index (ih*w + iw) within the image of the chosen input
+   * of output element i (first maximum in window order on ties, as PyTorch). */
+  dsc_status *(*maxpool_forward)(dsc_backend *be, const dsc_pool_shape *s, float *y,
+                                 int32_t *argmax, const float *x);
+  dsc_status *(*maxpool_backward)(dsc_backend *be, const dsc_pool_shape *s, float *dx,
+                                  const float *dy, const int32_t *argmax);
+  /* Global average pool: x (n,hw,c) -> y (n,c); backward dx = dy / hw broadcast. */
+  dsc_status *(*gap_forward)(dsc_backend *be, int n, int hw, int c, float *y, const float *x);
+  dsc_status *(*gap_backward)(dsc_backend *be, int n, int hw, int c, float *dx,
+                              const float *dy);
+
+  /* ---- dense layers ----
+   * y (n,out) = x (n,in) * w^T (w: [out,in]) + b */
+  dsc_status *(*linear_forward)(dsc_backend *be, int n, int in, int out, float *y,
+                                const float *x, const float *w, const float *b);
+  /* dx = dy * w (=, NULL skips); dw += dy^T x; db += sum_n dy (NULL skips). */
+  dsc_status *(*linear_backward)(dsc_backend *be, int n, int in, int out, float *dx,
+                                 float *dw, float *db, const float *dy, const float *x,
+                                 const float *w);
+  /* Row-major C (m,n) = alpha * op(A) op(B) + beta * C, op = transpose when trans_* != 0.
+   * lda/ldb/ldc are row strides of the stored matrices. */
+  dsc_status *(*gemm)(dsc_backend *be, int trans_a, int trans_b, int m, int n, int k,
+                      float alpha, const float *a, int lda, const float *b, int ldb,
+                      float beta, float *c, int ldc);
+
+  /* ---- optimizer and momentum encoder (one loop over a blob) ----
+   * torch.optim.SGD: g' = g + wd*p; buf = mom*buf + g'; p -= lr*(nesterov ? g' + mom*buf : buf) */
+  dsc_status *(*sgd_step)(dsc_backend *be, size_t n, float *p, const float *g, float *buf,
+                          float lr, float momentum, float weight_decay, int nesterov);
+  /* shadow = m*shadow + (1-m)*p */
+  dsc_status *(*ema)(dsc_backend *be, size_t n, float *shadow, const float *p, float m);
+};
+
+/* Constructors. `threads` <= 0 means "all cores". */
+dsc_status *dsc_backend_ref_new(dsc_backend **out);
+dsc_status *dsc_backend_cpu_new(int threads, dsc_backend **out);
+
+#endif

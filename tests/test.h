@@ -1,0 +1,109 @@
+/* test.h: the tiny test framework every tests/test_*.c uses.
+ *
+ * A test file defines static void functions, lists them in a `dsc_test` array and calls
+ * test_main(). Each test prints "ok NAME" or "FAIL NAME" (with every failed check's
+ * file:line and reason before it); the binary ends with "#summary P passed, F failed" for
+ * scripts/run_tests.sh and exits non-zero if any test failed. `./test_x NAME` runs one test.
+ */
+#ifndef DSC_TEST_H
+#define DSC_TEST_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dsc/status.h"
+
+typedef struct dsc_test {
+  const char *name;
+  void (*fn)(void);
+} dsc_test;
+
+static int test_current_failed;
+
+#define CHECK(cond, ...)                                            \
+  do {                                                              \
+    if (!(cond)) {                                                  \
+      printf("  %s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
+      printf(__VA_ARGS__);                                          \
+      printf("\n");                                                 \
+      test_current_failed = 1;                                      \
+    }                                                               \
+  } while (0)
+
+/* Asserts that a dsc_status-returning call succeeded; prints the error otherwise. */
+#define CHECK_OK(expr)                                                         \
+  do {                                                                         \
+    dsc_status *check_ok_st_ = (expr);                                         \
+    if (check_ok_st_) {                                                        \
+      printf("  %s:%d: %s failed: %s\n", __FILE__, __LINE__, #expr, check_ok_st_->msg); \
+      dsc_status_free(check_ok_st_);                                           \
+      test_current_failed = 1;                                                 \
+    }                                                                          \
+  } while (0)
+
+/* Asserts that a call failed and that its message contains `needle`. */
+#define CHECK_ERR(expr, needle)                                                \
+  do {                                                                         \
+    dsc_status *check_err_st_ = (expr);                                        \
+    if (!check_err_st_) {                                                      \
+      printf("  %s:%d: %s succeeded, expected an error\n", __FILE__, __LINE__, #expr); \
+      test_current_failed = 1;                                                 \
+    } else {                                                                   \
+      if (!strstr(check_err_st_->msg, (needle))) {                             \
+        printf("  %s:%d: error \"%s\" lacks \"%s\"\n", __FILE__, __LINE__,     \
+               check_err_st_->msg, (needle));                                  \
+        test_current_failed = 1;                                               \
+      }                                                                        \
+      dsc_status_free(check_err_st_);                                          \
+    }                                                                          \
+  } while (0)
+
+/* Relative L2 error ||a-b|| / max(||b||, tiny), in double. */
+static inline double test_rel_l2(const float *a, const float *b, size_t n) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; i++) {
+    double d = (double)a[i] - (double)b[i];
+    num += d * d;
+    den += (double)b[i] * (double)b[i];
+  }
+  if (den < 1e-300) return sqrt(num);
+  return sqrt(num / den);
+}
+
+/* Checks rel_l2(got, want) <= tol and prints the error either way on failure. Returns the
+ * error so callers can report it. */
+#define CHECK_CLOSE(what, got, want, n, tol)                                   \
+  do {                                                                         \
+    double check_close_e_ = test_rel_l2((got), (want), (n));                   \
+    CHECK(check_close_e_ <= (tol), "%s: relative L2 error %.3g > %.3g", (what), \
+          check_close_e_, (double)(tol));                                      \
+  } while (0)
+
+static inline int test_main(const dsc_test *tests, int count, int argc, char **argv) {
+  int passed = 0, failed = 0;
+  for (int i = 0; i < count; i++) {
+    if (argc > 1 && strcmp(argv[1], tests[i].name) != 0) continue;
+    test_current_failed = 0;
+    fflush(stdout);
+    tests[i].fn();
+    if (test_current_failed) {
+      printf("FAIL %s\n", tests[i].name);
+      failed++;
+    } else {
+      printf("ok %s\n", tests[i].name);
+      passed++;
+    }
+    fflush(stdout);
+  }
+  printf("#summary %d passed, %d failed\n", passed, failed);
+  return failed ? 1 : 0;
+}
+
+#define TEST_MAIN(tests) \
+  int main(int argc, char **argv) { \
+    return test_main(tests, (int)(sizeof(tests) / sizeof(tests[0])), argc, argv); \
+  }
+
+#endif
