@@ -25,8 +25,15 @@ dsc_status *dsc_status_wrap(dsc_status *inner, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(prefix, sizeof prefix, fmt, ap);
   va_end(ap);
+  /* prefix + ": " + old message, truncated to the buffer. */
   char joined[sizeof inner->msg];
-  snprintf(joined, sizeof joined, "%s: %s", prefix, inner->msg);
+  size_t p = strlen(prefix), m = strlen(inner->msg);
+  if (p > sizeof joined - 3) p = sizeof joined - 3;
+  memcpy(joined, prefix, p);
+  memcpy(joined + p, ": ", 2);
+  if (m > sizeof joined - 1 - p - 2) m = sizeof joined - 1 - p - 2;
+  memcpy(joined + p + 2, inner->msg, m);
+  joined[p + 2 + m] = 0;
   memcpy(inner->msg, joined, sizeof joined);
   return inner;
 }

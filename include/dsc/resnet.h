@@ -1,0 +1,92 @@
+/* resnet.h: torchvision's ResNet-18/34/50 backbones (v1.5: stride on the 3x3 conv of the
+ * bottleneck), forward and backward over the backend op table, activations NHWC.
+ *
+ * The network registers its tensors, with torchvision's state_dict names behind a prefix,
+ * into a caller's dsc_table (so a whole training model shares one blob per role), and is
+ * then bound to blob base pointers. Two instances bound to different blobs with the same
+ * table (online and momentum encoders) share the layout. Each instance owns its activation
+ * memory, planned for the last (n, h, w) it saw. No fc layer: the backbone ends at C5.
+ *
+ * `stem=small` (METHOD.md §1): conv1 is 3x3 stride 1 padding 1 without bias and there is no
+ * max-pool, for small images (output stride 8 instead of 32).
+ */
+#ifndef DSC_RESNET_H
+#define DSC_RESNET_H
+
+#include <stdint.h>
+
+#include "backend/backend.h"
+#include "dsc/params.h"
+
+typedef struct dsc_resnet_config {
+  int depth;      /* 18, 34 or 50 */
+  int small_stem; /* 0 = standard 7x7/2 conv + 3x3/2 max-pool, 1 = small */
+} dsc_resnet_config;
+
+typedef struct dsc_resnet_unit dsc_resnet_unit;   /* one conv + BN (+ residual) (+ ReLU) */
+typedef struct dsc_resnet_block dsc_resnet_block; /* one residual block */
+
+/* C2..C5 of the last forward: NHWC pointers into the network's activation memory, valid
+ * until the next forward. */
+typedef struct dsc_resnet_features {
+  const float *c[4];
+  int h[4], w[4], channels[4];
+  int n;
+} dsc_resnet_features;
+
+typedef struct dsc_resnet {
+  dsc_backend *be;
+  dsc_resnet_config cfg;
+  int out_channels; /* channels of C5: 512 (18/34) or 2048 (50) */
+
+  int n_units, n_blocks;
+  dsc_resnet_unit *units;   /* in torchvision's registration order */
+  dsc_resnet_block *blocks;
+  int layer_end[4];         /* index one past the last block of layer1..layer4 */
+
+  /* Blob base pointers (backend memory) set by dsc_resnet_bind. grads may be NULL for a
+   * network that is never differentiated (momentum encoder, evaluation). */
+  float *params, *grads, *buffers;
+  int64_t num_batches_tracked; /* training forwards so far (every BN's counter) */
+
+  /* Activation plan for (n, h, w, groups); rebuilt when they change. */
+  int plan_n, plan_h, plan_w;
+  void *arena;                 /* one backend allocation for every saved activation */
+  float *scratch[4];           /* backward work buffers (allocated on first backward) */
+  float *pool_y;               /* stem max-pool output (standard stem) */
+  int32_t *pool_argmax;
+  size_t pool_numel;
+  dsc_pool_shape pool;
+  size_t max_act;              /* floats in the largest activation */
+  int last_train;              /* the last forward ran in training mode */
+  int last_groups;
+  const float *last_input;
+} dsc_resnet;
+
+/* Registers the network's tensors into `table` as `prefix` + torchvision name. The network
+ * keeps `be` (not owned). */
+dsc_status *dsc_resnet_init(dsc_resnet *net, dsc_backend *be, const dsc_resnet_config *cfg,
+                            dsc_table *table, const char *prefix);
+void dsc_resnet_bind(dsc_resnet *net, float *params, float *grads, float *buffers);
+void dsc_resnet_free(dsc_resnet *net);
+
+/* torchvision's initialization of the network's own tensors in host blobs laid out by
+ * `table`: conv kaiming-normal (fan_out, ReLU gain), BN gamma 1 beta 0, running mean 0,
+ * var 1. Draws come from the counter-based RNG keyed by (seed, tensor name, element). */
+void dsc_resnet_init_weights(const dsc_resnet *net, const dsc_table *table, uint64_t seed,
+                             float *host_params, float *host_buffers);
+
+/* Forward of x (n,h,w,3) NHWC. train: BN uses batch statistics of `bn_groups` groups of
+ * consecutive images, updates running statistics (momentum 0.1) and saves what backward
+ * needs; otherwise BN uses running statistics. */
+dsc_status *dsc_resnet_forward(dsc_resnet *net, const float *x, int n, int h, int w, int train,
+                               int bn_groups, dsc_resnet_features *out);
+
+/* Backward of the last training forward from the gradient of C5 (n,h5,w5,C) NHWC.
+ * Accumulates (+=) into the gradient blob; `dc5` is not modified. */
+dsc_status *dsc_resnet_backward(dsc_resnet *net, const float *dc5);
+
+/* Parses "resnet18|34|50" into a depth. Returns 0 if unknown. */
+int dsc_resnet_depth_from_name(const char *arch);
+
+#endif

@@ -1,0 +1,51 @@
+/* main.c: the `dsc` command-line tool: dispatches to one subcommand (src/cli/cmd_*.c). */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+
+int cli_report(dsc_status *st) {
+  if (!st) return 0;
+  fprintf(stderr, "dsc: error: %s\n", st->msg);
+  dsc_status_free(st);
+  return 1;
+}
+
+static const struct {
+  const char *name;
+  int (*run)(int argc, char **argv);
+  const char *about;
+} commands[] = {
+    {"selfcheck", cmd_selfcheck, "build a ResNet, run one training step, report it"},
+    {"info", cmd_info, "list the tensors and metadata of a safetensors file"},
+    {"embed", cmd_embed, "C2..C5 and pooled features of images for given weights"},
+    {"bench", cmd_bench, "throughput of the training step (dsc bench step)"},
+};
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "dsc %s: Dense Semantic Contrast pretraining of ResNet backbones\n\n"
+          "usage: dsc COMMAND [options]   (dsc COMMAND --help for its options)\n\ncommands:\n",
+          DSC_VERSION);
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].about);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+    usage(stdout);
+    return 0;
+  }
+  if (strcmp(argv[1], "--version") == 0) {
+    printf("dsc %s\n", DSC_VERSION);
+    return 0;
+  }
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 2, argv + 2);
+  fprintf(stderr, "dsc: error: unknown command \"%s\" (see dsc --help)\n", argv[1]);
+  return 2;
+}
