@@ -1,0 +1,151 @@
+/* cpu_pool.c: the CPU backend's max-pool and global average pool, OpenMP loops vectorized
+ * over channels (conventions in cpu_ops.h and backend.h).
+ *
+ * Max-pool: x (n,h,w,c) -> y (n,oh,ow,c), square window k, stride, symmetric padding that
+ * never wins (-inf), floor mode. The window is scanned rows then columns and a value
+ * replaces the running maximum when it is greater or NaN (PyTorch's CPU rule: the first of
+ * equal maxima wins, NaN propagates); argmax = ih*w + iw of the chosen input, starting at
+ * the window's first in-image position. Parallel over output rows.
+ * Max-pool backward is a gather, not a scatter: each input pixel sums, in output order,
+ * the dy of the outputs whose window covers it and whose argmax names it. Threads own
+ * disjoint input rows, so there are no racing adds and the result does not depend on the
+ * thread count (it equals the reference's scatter sum exactly). An argmax that names no
+ * covered pixel contributes nothing.
+ * Global average pool: x (n,hw,c) -> y (n,c), sums in double; backward dx = dy/hw. */
+#include <math.h>
+#include <omp.h>
+#include <stddef.h>
+
+#include "backend/cpu/cpu_ops.h"
+
+static dsc_status *pool_shape_check(const char *op, const dsc_pool_shape *s) {
+  if (!s) return dsc_errorf("%s: shape is NULL", op);
+  if (s->n < 1 || s->h < 1 || s->w < 1 || s->c < 1)
+    return dsc_errorf("%s: sizes must be >= 1 (n=%d h=%d w=%d c=%d)", op, s->n, s->h, s->w,
+                      s->c);
+  if (s->k < 1) return dsc_errorf("%s: kernel %d must be >= 1", op, s->k);
+  if (s->stride < 1) return dsc_errorf("%s: stride %d must be >= 1", op, s->stride);
+  if (s->pad < 0 || s->pad > s->k / 2)
+    return dsc_errorf("%s: pad %d must be in [0, kernel/2 = %d]", op, s->pad, s->k / 2);
+  if (s->h + 2 * s->pad < s->k || s->w + 2 * s->pad < s->k)
+    return dsc_errorf("%s: padded input %dx%d is smaller than the kernel %d", op,
+                      s->h + 2 * s->pad, s->w + 2 * s->pad, s->k);
+  return NULL;
+}
+
+static inline int imin(int a, int b) { return a < b ? a : b; }
+static inline int imax(int a, int b) { return a > b ? a : b; }
+/* ceil(a / b) for b > 0 and any sign of a */
+static inline int div_ceil(int a, int b) { return a >= 0 ? (a + b - 1) / b : -(-a / b); }
+
+dsc_status *cpu_maxpool_forward(dsc_backend *be, const dsc_pool_shape *s, float *y,
+                                int32_t *argmax, const float *x) {
+  DSC_TRY(pool_shape_check("maxpool_forward", s));
+  if (!y || !argmax || !x) return dsc_errorf("maxpool_forward: y, argmax, x must not be NULL");
+  cpu_impl *impl = cpu_impl_of(be);
+  cpu_threads_enter(impl);
+  const int H = s->h, W = s->w, C = s->c, K = s->k, st = s->stride, pad = s->pad;
+  const int OH = dsc_conv_out_size(H, K, st, pad, 1), OW = dsc_conv_out_size(W, K, st, pad, 1);
+  const int rows = s->n * OH;
+#pragma omp parallel for schedule(static) num_threads(impl->threads)
+  for (int r = 0; r < rows; r++) {
+    const int n = r / OH, oy = r % OH;
+    const int y0 = oy * st - pad, y_lo = imax(y0, 0), y_hi = imin(y0 + K, H);
+    const float *xn = x + (size_t)n * H * W * C;
+    for (int ox = 0; ox < OW; ox++) {
+      const int x0 = ox * st - pad, x_lo = imax(x0, 0), x_hi = imin(x0 + K, W);
+      const size_t o = ((size_t)r * OW + ox) * C;
+      float *restrict best = y + o;
+      int32_t *restrict idx = argmax + o;
+      const int32_t first = y_lo * W + x_lo;
+      for (int c = 0; c < C; c++) {
+        best[c] = -INFINITY;
+        idx[c] = first;
+      }
+      for (int iy = y_lo; iy < y_hi; iy++)
+        for (int ix = x_lo; ix < x_hi; ix++) {
+          const int32_t pos = iy * W + ix;
+          const float *restrict xp = xn + (size_t)pos * C;
+          for (int c = 0; c < C; c++) {
+            const float v = xp[c];
+            const int take = v > best[c] || v != v;
+            best[c] = take ? v : best[c];
+            idx[c] = take ? pos : idx[c];
+          }
+        }
+    }
+  }
+  return NULL;
+}
+
+dsc_status *cpu_maxpool_backward(dsc_backend *be, const dsc_pool_shape *s, float *dx,
+                                 const float *dy, const int32_t *argmax) {
+  DSC_TRY(pool_shape_check("maxpool_backward", s));
+  if (!dx || !dy || !argmax)
+    return dsc_errorf("maxpool_backward: dx, dy, argmax must not be NULL");
+  cpu_impl *impl = cpu_impl_of(be);
+  cpu_threads_enter(impl);
+  const int H = s->h, W = s->w, C = s->c, K = s->k, st = s->stride, pad = s->pad;
+  const int OH = dsc_conv_out_size(H, K, st, pad, 1), OW = dsc_conv_out_size(W, K, st, pad, 1);
+  const int rows = s->n * H;
+#pragma omp parallel for schedule(static) num_threads(impl->threads)
+  for (int r = 0; r < rows; r++) {
+    const int n = r / H, iy = r % H;
+    /* outputs oy with oy*st - pad <= iy <= oy*st - pad + K - 1 */
+    const int oy_lo = imax(0, div_ceil(iy + pad - K + 1, st)),
+              oy_hi = imin(OH - 1, (iy + pad) / st);
+    for (int ix = 0; ix < W; ix++) {
+      const int ox_lo = imax(0, div_ceil(ix + pad - K + 1, st)),
+                ox_hi = imin(OW - 1, (ix + pad) / st);
+      const int32_t pos = iy * W + ix;
+      float *restrict d = dx + ((size_t)r * W + ix) * C;
+      for (int c = 0; c < C; c++) d[c] = 0.0f;
+      for (int oy = oy_lo; oy <= oy_hi; oy++)
+        for (int ox = ox_lo; ox <= ox_hi; ox++) {
+          const size_t o = (((size_t)n * OH + oy) * OW + ox) * C;
+          const float *restrict g = dy + o;
+          const int32_t *restrict a = argmax + o;
+          for (int c = 0; c < C; c++) d[c] += a[c] == pos ? g[c] : 0.0f;
+        }
+    }
+  }
+  return NULL;
+}
+
+dsc_status *cpu_gap_forward(dsc_backend *be, int n, int hw, int c, float *y, const float *x) {
+  if (n < 1 || hw < 1 || c < 1)
+    return dsc_errorf("gap_forward: sizes must be >= 1 (n=%d hw=%d c=%d)", n, hw, c);
+  if (!y || !x) return dsc_errorf("gap_forward: y, x must not be NULL");
+  cpu_impl *impl = cpu_impl_of(be);
+  cpu_threads_enter(impl);
+  enum { CHUNK = 64 };
+  const int chunks = (c + CHUNK - 1) / CHUNK, tasks = n * chunks;
+#pragma omp parallel for schedule(static) num_threads(impl->threads)
+  for (int t = 0; t < tasks; t++) {
+    const int i = t / chunks, c0 = (t % chunks) * CHUNK, cn = imin(CHUNK, c - c0);
+    double acc[CHUNK];
+    for (int k = 0; k < cn; k++) acc[k] = 0.0;
+    const float *xi = x + (size_t)i * hw * c + c0;
+    for (int p = 0; p < hw; p++)
+      for (int k = 0; k < cn; k++) acc[k] += (double)xi[(size_t)p * c + k];
+    for (int k = 0; k < cn; k++) y[(size_t)i * c + c0 + k] = (float)(acc[k] / hw);
+  }
+  return NULL;
+}
+
+dsc_status *cpu_gap_backward(dsc_backend *be, int n, int hw, int c, float *dx,
+                             const float *dy) {
+  if (n < 1 || hw < 1 || c < 1)
+    return dsc_errorf("gap_backward: sizes must be >= 1 (n=%d hw=%d c=%d)", n, hw, c);
+  if (!dx || !dy) return dsc_errorf("gap_backward: dx, dy must not be NULL");
+  cpu_impl *impl = cpu_impl_of(be);
+  cpu_threads_enter(impl);
+  const int rows = n * hw;
+#pragma omp parallel for schedule(static) num_threads(impl->threads)
+  for (int r = 0; r < rows; r++) {
+    const float *restrict g = dy + (size_t)(r / hw) * c;
+    float *restrict d = dx + (size_t)r * c;
+    for (int k = 0; k < c; k++) d[k] = (float)((double)g[k] / hw);
+  }
+  return NULL;
+}
