@@ -11,7 +11,8 @@ packages=(
   libjansson-dev                        # JSON (safetensors headers, metrics)
   libturbojpeg0-dev libpng-dev zlib1g-dev  # image decoding
   clang libclang-rt-dev                 # libFuzzer harness, sanitizer runtimes
-  python3-torch python3-torchvision python3-numpy  # golden fixtures and interop tests only
+  python3-torch python3-torchvision python3-numpy python3-pil  # fixtures and interop tests only
+  dataset-fashion-mnist                 # real images for interop tests and benchmarks
 )
 
 missing=()

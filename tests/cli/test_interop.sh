@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Interop with torchvision (issue #2, item 9): a ResNet-50 written by dsc loads into
+# torchvision.models.resnet50 with only fc.* missing, and `dsc embed` gives the same C5 and
+# pooled features as torchvision on the same preprocessed real image (Fashion-MNIST photos).
+set -u
+dsc=${DSC_BIN:-bin/dsc}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "FAIL $1"; echo "#summary 0 passed, 1 failed"; exit 1; }
+# A ResNet-50 after two training steps (BN running statistics are no longer trivial).
+"$dsc" selfcheck --arch resnet50 --size 64 --batch 4 --steps 2 --save "$tmp/r50.safetensors" \
+  > "$tmp/log" 2>&1 || { cat "$tmp/log"; fail "dsc selfcheck --save"; }
+/usr/bin/python3 tools/reference/interop_check.py make-image "$tmp/img.png" || fail "make-image"
+"$dsc" embed --weights "$tmp/r50.safetensors" --input "$tmp/img.png" --out "$tmp/emb.safetensors" \
+  --layer c5,pool || fail "dsc embed"
+/usr/bin/python3 tools/reference/interop_check.py check "$tmp/r50.safetensors" "$tmp/img.png" \
+  "$tmp/emb.safetensors"
