@@ -10,7 +10,7 @@ CC      ?= cc
 OPT     ?= -O3 -march=native
 CFLAGS  ?= $(OPT) -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fopenmp -Iinclude -Isrc -MMD -MP
-LDLIBS  += -ldnnl -lopenblas -ljansson -lm -lpthread
+LDLIBS  += -ldnnl -lopenblas -ljansson -lturbojpeg -lpng -lz -lm -lpthread
 LDFLAGS += -fopenmp
 
 # ---- optional parts: detected, reported, never required ----
@@ -58,7 +58,7 @@ asan:
 fuzz: $(BUILD)/libdsc.a
 	@mkdir -p $(BUILD)/fuzz
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc \
-	  -o $(BUILD)/fuzz/fuzz_safetensors tests/fuzz/fuzz_safetensors.c src/io/safetensors.c src/core/status.c -ljansson
+	  -o $(BUILD)/fuzz/fuzz_safetensors tests/fuzz/fuzz_safetensors.c src/io/safetensors.c src/core/status.c src/core/dtype.c -ljansson
 
 golden:
 	/usr/bin/python3 tools/reference/make_golden.py tests/golden
