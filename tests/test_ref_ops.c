@@ -138,6 +138,115 @@ static int failed_call(dsc_status *st, const char *what) {
   return 1;
 }
 
+/* ---------------------------------------------------------------- forward vs PyTorch */
+
+/* Forward semantics pinned to PyTorch 1.13 (float64 on the same float32 inputs): conv with
+ * stride 2, pad 1, dilation 2 and a 2x3 kernel; BN training with groups 2 + residual + ReLU
+ * and the averaged running update; max-pool 3x3/2 pad 1 with many ties. The constants were
+ * printed by this script (/usr/bin/python3), which replays the test's splitmix64:
+ *
+ * import torch, torch.nn.functional as F
+ * M = (1 << 64) - 1
+ * class Rng:
+ *     def __init__(s, seed): s.state = seed
+ *     def next(s):
+ *         s.state = (s.state + 0x9E3779B97F4A7C15) & M
+ *         z = s.state
+ *         z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M
+ *         z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M
+ *         return z ^ (z >> 31)
+ *     def uniform(s, n):
+ *         return torch.tensor([(s.next() >> 40) / 16777216.0 * 2 - 1 for _ in range(n)],
+ *                             dtype=torch.float64)
+ * def nhwc(t, shape): return t.reshape(shape).permute(0, 3, 1, 2)
+ * def out(t): return t.permute(0, 2, 3, 1).reshape(-1)
+ * def c_float(v): s = "%.9g" % v; return s + ("" if "." in s or "e" in s else ".0") + "f"
+ * def emit(name, t, ints=False):
+ *     print("static const %s %s[%d] = {%s};" % ("int32_t" if ints else "float", name,
+ *           t.numel(), ", ".join(str(v) if ints else c_float(v) for v in t.tolist())))
+ * r = Rng(2024)  # conv: x (1,5,6,2), w (2,2,2,3), b (2); stride 2, pad 1, dilation 2
+ * x = r.uniform(60); w = r.uniform(24); b = r.uniform(2)
+ * emit("golden_conv_y", out(F.conv2d(nhwc(x, (1, 5, 6, 2)), w.reshape(2, 2, 2, 3), b,
+ *                                    stride=2, padding=1, dilation=2)))
+ * r = Rng(2025)  # bn: x, res (4,1,2,2); groups 2, residual, relu; running (0,1) + update
+ * x = nhwc(r.uniform(16), (4, 1, 2, 2)); res = nhwc(r.uniform(16), (4, 1, 2, 2))
+ * g = torch.tensor([1.25, -0.75], dtype=torch.float64)
+ * be = torch.tensor([0.5, 0.25], dtype=torch.float64)
+ * ys, rms, rvs = [], [], []
+ * for k in range(2):
+ *     rm, rv = torch.zeros(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
+ *     ys.append(F.batch_norm(x[2 * k:2 * k + 2], rm, rv, g, be, training=True,
+ *                            momentum=0.1, eps=1e-5))
+ *     rms.append(rm); rvs.append(rv)
+ * emit("golden_bn_y", out(torch.relu(torch.cat(ys) + res)))
+ * emit("golden_bn_running", torch.cat([(rms[0] + rms[1]) / 2, (rvs[0] + rvs[1]) / 2]))
+ * r = Rng(2026)  # maxpool 3x3 stride 2 pad 1 on x (1,5,5,1) rounded to integers (ties)
+ * x = torch.round(r.uniform(25) * 2).float()
+ * y, i = F.max_pool2d(nhwc(x, (1, 5, 5, 1)), 3, 2, 1, return_indices=True)
+ * emit("golden_pool_y", out(y)); emit("golden_pool_argmax", out(i), True)
+ */
+static const float golden_conv_y[12] = {-0.0243895612f, -0.591346017f, 0.374127837f,
+                                        0.840162981f,   0.399045068f,  0.422562498f,
+                                        0.458348603f,   -0.389362667f, 0.674308054f,
+                                        -0.0843330086f, 0.335003907f,  -0.74921883f};
+static const float golden_bn_y[16] = {0.0f,         0.0f,        0.0f,         0.669464934f,
+                                      0.613715921f, 0.743573331f, 1.02802313f, 0.104758476f,
+                                      0.295485212f, 0.0f,         1.98481665f, 0.0f,
+                                      0.688204862f, 0.0f,         0.0f,        2.27652697f};
+static const float golden_bn_running[4] = {0.0115761101f, 0.055179514f, 0.948620417f,
+                                           0.926962184f};
+static const float golden_pool_y[9] = {2.0f, 2.0f, 1.0f, 2.0f, 2.0f, 1.0f, 1.0f, 1.0f, 0.0f};
+static const int32_t golden_pool_argmax[9] = {6, 6, 4, 6, 6, 14, 20, 21, 18};
+
+/* Both sides are float32 roundings of (nearly) the same double: allow 2 ulp of values <= 1. */
+static void check_golden(const char *what, const float *got, const float *want, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    CHECK(fabsf(got[i] - want[i]) <= 2.4e-7f * fmaxf(1.0f, fabsf(want[i])),
+          "%s[%zu] = %.9g, PyTorch %.9g", what, i, got[i], want[i]);
+}
+
+static void test_forward_matches_pytorch(void) {
+  dsc_backend *be = ref_backend();
+  { /* conv */
+    test_rng rng = {2024};
+    float x[60], w[24], b[2], y[12];
+    fill_uniform(&rng, x, 60, 1.0f, 0.0f);
+    fill_uniform(&rng, w, 24, 1.0f, 0.0f);
+    fill_uniform(&rng, b, 2, 1.0f, 0.0f);
+    dsc_conv_shape s = {1, 5, 6, 2, 2, 2, 3, 2, 1, 2};
+    CHECK(dsc_conv_oh(&s) == 3 && dsc_conv_ow(&s) == 2, "conv output %dx%d, PyTorch 3x2",
+          dsc_conv_oh(&s), dsc_conv_ow(&s));
+    CHECK_OK(be->conv2d_forward(be, &s, y, x, w, b));
+    check_golden("conv y", y, golden_conv_y, 12);
+  }
+  { /* batch norm, groups 2, residual, relu, running update */
+    test_rng rng = {2025};
+    float x[16], res[16], y[16], mean[4], var[4];
+    fill_uniform(&rng, x, 16, 1.0f, 0.0f);
+    fill_uniform(&rng, res, 16, 1.0f, 0.0f);
+    const float gamma[2] = {1.25f, -0.75f}, beta[2] = {0.5f, 0.25f};
+    float running[4] = {0.0f, 0.0f, 1.0f, 1.0f}; /* mean[2], var[2] */
+    dsc_bn_shape s = {4, 1, 2, 2, 2, 1e-5f, 1};
+    CHECK_OK(be->bn_forward_train(be, &s, y, mean, var, x, gamma, beta, res));
+    CHECK_OK(be->bn_update_running(be, &s, running, running + 2, mean, var, 0.1f));
+    check_golden("bn y", y, golden_bn_y, 16);
+    check_golden("bn running", running, golden_bn_running, 4);
+  }
+  { /* max-pool with ties */
+    test_rng rng = {2026};
+    float x[25], y[9];
+    int32_t am[9];
+    for (int i = 0; i < 25; i++) x[i] = nearbyintf(rng_uniform(&rng) * 2.0f);
+    dsc_pool_shape s = {1, 5, 5, 1, 3, 2, 1};
+    CHECK_OK(be->maxpool_forward(be, &s, y, am, x));
+    check_golden("pool y", y, golden_pool_y, 9);
+    for (int i = 0; i < 9; i++)
+      CHECK(am[i] == golden_pool_argmax[i], "pool argmax[%d] = %d, PyTorch %d", i, am[i],
+            golden_pool_argmax[i]);
+  }
+  be->destroy(be);
+}
+
 /* ---------------------------------------------------------------- conv */
 
 typedef struct conv_ctx {
@@ -902,6 +1011,8 @@ static void test_invalid_shapes(void) {
   CHECK_ERR(be->conv2d_forward(be, &cs, buf, buf, buf, NULL), "pad -1");
   cs = ok_conv, cs.kh = 7, cs.pad = 1;
   CHECK_ERR(be->conv2d_forward(be, &cs, buf, buf, buf, NULL), "smaller than the dilated kernel");
+  cs = ok_conv, cs.pad = 2000000000;
+  CHECK_ERR(be->conv2d_forward(be, &cs, buf, buf, buf, NULL), "exceeds int");
   cs = ok_conv, cs.c_in = 0;
   CHECK_ERR(be->conv2d_forward(be, &cs, buf, buf, buf, NULL), "c_in=0");
 
@@ -950,6 +1061,7 @@ static void test_invalid_shapes(void) {
 }
 
 static const dsc_test tests[] = {
+    {"forward_matches_pytorch", test_forward_matches_pytorch},
     {"conv_backward_fd", test_conv_backward_fd},
     {"bn_backward_fd", test_bn_backward_fd},
     {"bn_grouped_equals_separate", test_bn_grouped_equals_separate},

@@ -27,9 +27,9 @@ static dsc_status *bn_shape_check(const char *op, const dsc_bn_shape *s, int tra
   if (s->groups < 1) return dsc_errorf("%s: groups %d must be >= 1", op, s->groups);
   if (s->n % s->groups != 0)
     return dsc_errorf("%s: groups %d does not divide the batch n=%d", op, s->groups, s->n);
-  long long m = (long long)(s->n / s->groups) * s->h * s->w;
+  double m = (double)(s->n / s->groups) * s->h * s->w; /* double: cannot overflow */
   if (m < 2)
-    return dsc_errorf("%s: each of the %d groups holds %lld value(s) per channel; training "
+    return dsc_errorf("%s: each of the %d groups holds %.0f value(s) per channel; training "
                       "batch norm needs more than 1 (n=%d h=%d w=%d)",
                       op, s->groups, m, s->n, s->h, s->w);
   return NULL;

@@ -8,6 +8,7 @@
  * Backward: dx = 0, then dx[argmax] += dy (a float sum of at most ceil(k/stride)^2 terms,
  * in output order, like PyTorch).
  * Global average pool: x (n,hw,c) -> y (n,c), sums in double; backward dx = dy/hw. */
+#include <limits.h>
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
@@ -23,9 +24,14 @@ static dsc_status *pool_shape_check(const char *op, const dsc_pool_shape *s) {
   if (s->stride < 1) return dsc_errorf("%s: stride %d must be >= 1", op, s->stride);
   if (s->pad < 0 || s->pad > s->k / 2)
     return dsc_errorf("%s: pad %d must be in [0, kernel/2 = %d]", op, s->pad, s->k / 2);
-  if (s->h + 2 * s->pad < s->k || s->w + 2 * s->pad < s->k)
-    return dsc_errorf("%s: padded input %dx%d is smaller than the kernel %d", op,
-                      s->h + 2 * s->pad, s->w + 2 * s->pad, s->k);
+  long long padded_h = (long long)s->h + 2LL * s->pad, padded_w = (long long)s->w + 2LL * s->pad;
+  if (padded_h > INT_MAX || padded_w > INT_MAX)
+    return dsc_errorf("%s: padded input %lldx%lld exceeds int", op, padded_h, padded_w);
+  if (padded_h < s->k || padded_w < s->k)
+    return dsc_errorf("%s: padded input %lldx%lld is smaller than the kernel %d", op, padded_h,
+                      padded_w, s->k);
+  if ((long long)s->h * s->w > INT32_MAX)
+    return dsc_errorf("%s: image %dx%d has too many pixels for int32 argmax", op, s->h, s->w);
   return NULL;
 }
 
