@@ -60,8 +60,8 @@ static dsc_status *ref_relu_forward(dsc_backend *be, float *y, const float *x, s
 
 /* dx = dy where y > 0, else 0 (PyTorch's threshold_backward: zero where y <= 0). dx may
  * alias dy: each element reads its own dy before writing. */
-static dsc_status *ref_relu_backward(dsc_backend *be, float *dx, const float *dy,
-                                     const float *y, size_t n) {
+static dsc_status *ref_relu_backward(dsc_backend *be, float *dx, const float *dy, const float *y,
+                                     size_t n) {
   if (n == 0) return NULL;
   if (!dx || !dy || !y) return dsc_errorf("relu_backward: NULL pointer for %zu floats", n);
   for (size_t i = 0; i < n; i++) dx[i] = y[i] <= 0.0f ? 0.0f : dy[i];
@@ -80,10 +80,10 @@ static dsc_status *ref_add_inplace(dsc_backend *be, float *y, const float *x, si
  * The buffer starts at zero, so the first step gives buf = g' as PyTorch's clone does.
  * Each element is computed in double and rounded where PyTorch stores (buf, p). buf may
  * be NULL only when momentum is 0 (PyTorch keeps no buffer then). */
-static dsc_status *ref_sgd_step(dsc_backend *be, size_t n, float *p, const float *g,
-                                float *buf, float lr, float momentum, float weight_decay,
-                                int nesterov) {
-  if (!(lr >= 0.0f) || isinf(lr)) return dsc_errorf("sgd_step: lr %g must be finite and >= 0", (double)lr);
+static dsc_status *ref_sgd_step(dsc_backend *be, size_t n, float *p, const float *g, float *buf,
+                                float lr, float momentum, float weight_decay, int nesterov) {
+  if (!(lr >= 0.0f) || isinf(lr))
+    return dsc_errorf("sgd_step: lr %g must be finite and >= 0", (double)lr);
   if (!(momentum >= 0.0f) || isinf(momentum))
     return dsc_errorf("sgd_step: momentum %g must be finite and >= 0", (double)momentum);
   if (!(weight_decay >= 0.0f) || isinf(weight_decay))

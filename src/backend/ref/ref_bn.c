@@ -19,8 +19,7 @@
 static dsc_status *bn_shape_check(const char *op, const dsc_bn_shape *s, int training) {
   if (!s) return dsc_errorf("%s: shape is NULL", op);
   if (s->n < 1 || s->h < 1 || s->w < 1 || s->c < 1)
-    return dsc_errorf("%s: sizes must be >= 1 (n=%d h=%d w=%d c=%d)", op, s->n, s->h, s->w,
-                      s->c);
+    return dsc_errorf("%s: sizes must be >= 1 (n=%d h=%d w=%d c=%d)", op, s->n, s->h, s->w, s->c);
   if (!(s->eps >= 0.0f) || isinf(s->eps))
     return dsc_errorf("%s: eps %g must be finite and >= 0", op, (double)s->eps);
   if (!training) return NULL;
@@ -29,9 +28,10 @@ static dsc_status *bn_shape_check(const char *op, const dsc_bn_shape *s, int tra
     return dsc_errorf("%s: groups %d does not divide the batch n=%d", op, s->groups, s->n);
   double m = (double)(s->n / s->groups) * s->h * s->w; /* double: cannot overflow */
   if (m < 2)
-    return dsc_errorf("%s: each of the %d groups holds %.0f value(s) per channel; training "
-                      "batch norm needs more than 1 (n=%d h=%d w=%d)",
-                      op, s->groups, m, s->n, s->h, s->w);
+    return dsc_errorf(
+        "%s: each of the %d groups holds %.0f value(s) per channel; training "
+        "batch norm needs more than 1 (n=%d h=%d w=%d)",
+        op, s->groups, m, s->n, s->h, s->w);
   return NULL;
 }
 
@@ -43,9 +43,9 @@ static float bn_finish(double z, const float *residual, size_t i, int relu) {
   return out;
 }
 
-dsc_status *ref_bn_forward_train(dsc_backend *be, const dsc_bn_shape *s, float *y,
-                                 float *save_mean, float *save_var, const float *x,
-                                 const float *gamma, const float *beta, const float *residual) {
+dsc_status *ref_bn_forward_train(dsc_backend *be, const dsc_bn_shape *s, float *y, float *save_mean,
+                                 float *save_var, const float *x, const float *gamma,
+                                 const float *beta, const float *residual) {
   DSC_TRY(bn_shape_check("bn_forward_train", s, 1));
   if (!y || !save_mean || !save_var || !x || !gamma || !beta)
     return dsc_errorf("bn_forward_train: y, save_mean, save_var, x, gamma, beta must not be NULL");
@@ -75,10 +75,9 @@ dsc_status *ref_bn_forward_train(dsc_backend *be, const dsc_bn_shape *s, float *
   return NULL;
 }
 
-dsc_status *ref_bn_forward_eval(dsc_backend *be, const dsc_bn_shape *s, float *y,
-                                const float *x, const float *gamma, const float *beta,
-                                const float *running_mean, const float *running_var,
-                                const float *residual) {
+dsc_status *ref_bn_forward_eval(dsc_backend *be, const dsc_bn_shape *s, float *y, const float *x,
+                                const float *gamma, const float *beta, const float *running_mean,
+                                const float *running_var, const float *residual) {
   DSC_TRY(bn_shape_check("bn_forward_eval", s, 0));
   if (!y || !x || !gamma || !beta || !running_mean || !running_var)
     return dsc_errorf("bn_forward_eval: y, x, gamma, beta, running stats must not be NULL");
@@ -139,8 +138,8 @@ dsc_status *ref_bn_backward(dsc_backend *be, const dsc_bn_shape *s, float *dx, f
 }
 
 dsc_status *ref_bn_update_running(dsc_backend *be, const dsc_bn_shape *s, float *running_mean,
-                                  float *running_var, const float *save_mean,
-                                  const float *save_var, float momentum) {
+                                  float *running_var, const float *save_mean, const float *save_var,
+                                  float momentum) {
   DSC_TRY(bn_shape_check("bn_update_running", s, 1));
   if (!running_mean || !running_var || !save_mean || !save_var)
     return dsc_errorf("bn_update_running: running and saved statistics must not be NULL");

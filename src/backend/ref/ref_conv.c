@@ -13,8 +13,8 @@
 static dsc_status *conv_shape_check(const char *op, const dsc_conv_shape *s) {
   if (!s) return dsc_errorf("%s: shape is NULL", op);
   if (s->n < 1 || s->h < 1 || s->w < 1 || s->c_in < 1 || s->c_out < 1)
-    return dsc_errorf("%s: sizes must be >= 1 (n=%d h=%d w=%d c_in=%d c_out=%d)", op, s->n,
-                      s->h, s->w, s->c_in, s->c_out);
+    return dsc_errorf("%s: sizes must be >= 1 (n=%d h=%d w=%d c_in=%d c_out=%d)", op, s->n, s->h,
+                      s->w, s->c_in, s->c_out);
   if (s->kh < 1 || s->kw < 1)
     return dsc_errorf("%s: kernel %dx%d must be >= 1x1", op, s->kh, s->kw);
   if (s->stride < 1) return dsc_errorf("%s: stride %d must be >= 1", op, s->stride);
@@ -28,13 +28,13 @@ static dsc_status *conv_shape_check(const char *op, const dsc_conv_shape *s) {
     return dsc_errorf("%s: padded input %lldx%lld or dilated kernel %lldx%lld exceeds int", op,
                       padded_h, padded_w, eff_h, eff_w);
   if (padded_h < eff_h || padded_w < eff_w)
-    return dsc_errorf("%s: padded input %lldx%lld is smaller than the dilated kernel %lldx%lld",
-                      op, padded_h, padded_w, eff_h, eff_w);
+    return dsc_errorf("%s: padded input %lldx%lld is smaller than the dilated kernel %lldx%lld", op,
+                      padded_h, padded_w, eff_h, eff_w);
   return NULL;
 }
 
-dsc_status *ref_conv2d_forward(dsc_backend *be, const dsc_conv_shape *s, float *y,
-                               const float *x, const float *w, const float *b) {
+dsc_status *ref_conv2d_forward(dsc_backend *be, const dsc_conv_shape *s, float *y, const float *x,
+                               const float *w, const float *b) {
   DSC_TRY(conv_shape_check("conv2d_forward", s));
   if (!y || !x || !w) return dsc_errorf("conv2d_forward: y, x and w must not be NULL");
   const int oh = dsc_conv_oh(s), ow = dsc_conv_ow(s);
@@ -60,9 +60,8 @@ dsc_status *ref_conv2d_forward(dsc_backend *be, const dsc_conv_shape *s, float *
   return NULL;
 }
 
-dsc_status *ref_conv2d_backward(dsc_backend *be, const dsc_conv_shape *s, float *dx,
-                                float *dw, float *db, const float *dy, const float *x,
-                                const float *w) {
+dsc_status *ref_conv2d_backward(dsc_backend *be, const dsc_conv_shape *s, float *dx, float *dw,
+                                float *db, const float *dy, const float *x, const float *w) {
   DSC_TRY(conv_shape_check("conv2d_backward", s));
   if (!dy) return dsc_errorf("conv2d_backward: dy must not be NULL");
   if (dx && !w) return dsc_errorf("conv2d_backward: dx requested but w is NULL");
@@ -89,8 +88,7 @@ dsc_status *ref_conv2d_backward(dsc_backend *be, const dsc_conv_shape *s, float 
                 int ox = tx / st;
                 const float *dyp = dy + (((size_t)n * oh + oy) * ow + ox) * CO;
                 for (int co = 0; co < CO; co++)
-                  acc += (double)dyp[co] *
-                         (double)w[(((size_t)co * CI + ci) * KH + ky) * KW + kx];
+                  acc += (double)dyp[co] * (double)w[(((size_t)co * CI + ci) * KH + ky) * KW + kx];
               }
             }
             dx[(((size_t)n * H + iy) * W + ix) * CI + ci] = (float)acc;

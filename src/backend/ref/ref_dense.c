@@ -16,8 +16,8 @@ static dsc_status *linear_shape_check(const char *op, int n, int in, int out) {
   return NULL;
 }
 
-dsc_status *ref_linear_forward(dsc_backend *be, int n, int in, int out, float *y,
-                               const float *x, const float *w, const float *b) {
+dsc_status *ref_linear_forward(dsc_backend *be, int n, int in, int out, float *y, const float *x,
+                               const float *w, const float *b) {
   DSC_TRY(linear_shape_check("linear_forward", n, in, out));
   if (!y || !x || !w) return dsc_errorf("linear_forward: y, x, w must not be NULL");
   for (int i = 0; i < n; i++)
@@ -62,9 +62,9 @@ dsc_status *ref_linear_backward(dsc_backend *be, int n, int in, int out, float *
   return NULL;
 }
 
-dsc_status *ref_gemm(dsc_backend *be, int trans_a, int trans_b, int m, int n, int k,
-                     float alpha, const float *a, int lda, const float *b, int ldb, float beta,
-                     float *c, int ldc) {
+dsc_status *ref_gemm(dsc_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                     const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                     int ldc) {
   if (m < 0 || n < 0 || k < 0)
     return dsc_errorf("gemm: sizes must be >= 0 (m=%d n=%d k=%d)", m, n, k);
   const int a_cols = trans_a ? m : k, b_cols = trans_b ? k : n;

@@ -12,44 +12,41 @@
 #include "backend/backend.h"
 
 /* ref_conv.c */
-dsc_status *ref_conv2d_forward(dsc_backend *be, const dsc_conv_shape *s, float *y,
-                               const float *x, const float *w, const float *b);
-dsc_status *ref_conv2d_backward(dsc_backend *be, const dsc_conv_shape *s, float *dx,
-                                float *dw, float *db, const float *dy, const float *x,
-                                const float *w);
+dsc_status *ref_conv2d_forward(dsc_backend *be, const dsc_conv_shape *s, float *y, const float *x,
+                               const float *w, const float *b);
+dsc_status *ref_conv2d_backward(dsc_backend *be, const dsc_conv_shape *s, float *dx, float *dw,
+                                float *db, const float *dy, const float *x, const float *w);
 
 /* ref_bn.c */
-dsc_status *ref_bn_forward_train(dsc_backend *be, const dsc_bn_shape *s, float *y,
-                                 float *save_mean, float *save_var, const float *x,
-                                 const float *gamma, const float *beta, const float *residual);
-dsc_status *ref_bn_forward_eval(dsc_backend *be, const dsc_bn_shape *s, float *y,
-                                const float *x, const float *gamma, const float *beta,
-                                const float *running_mean, const float *running_var,
-                                const float *residual);
+dsc_status *ref_bn_forward_train(dsc_backend *be, const dsc_bn_shape *s, float *y, float *save_mean,
+                                 float *save_var, const float *x, const float *gamma,
+                                 const float *beta, const float *residual);
+dsc_status *ref_bn_forward_eval(dsc_backend *be, const dsc_bn_shape *s, float *y, const float *x,
+                                const float *gamma, const float *beta, const float *running_mean,
+                                const float *running_var, const float *residual);
 dsc_status *ref_bn_backward(dsc_backend *be, const dsc_bn_shape *s, float *dx, float *dgamma,
                             float *dbeta, float *dresidual, const float *dy, const float *x,
                             const float *y, const float *gamma, const float *save_mean,
                             const float *save_var);
 dsc_status *ref_bn_update_running(dsc_backend *be, const dsc_bn_shape *s, float *running_mean,
-                                  float *running_var, const float *save_mean,
-                                  const float *save_var, float momentum);
+                                  float *running_var, const float *save_mean, const float *save_var,
+                                  float momentum);
 
 /* ref_pool.c */
-dsc_status *ref_maxpool_forward(dsc_backend *be, const dsc_pool_shape *s, float *y,
-                                int32_t *argmax, const float *x);
+dsc_status *ref_maxpool_forward(dsc_backend *be, const dsc_pool_shape *s, float *y, int32_t *argmax,
+                                const float *x);
 dsc_status *ref_maxpool_backward(dsc_backend *be, const dsc_pool_shape *s, float *dx,
                                  const float *dy, const int32_t *argmax);
 dsc_status *ref_gap_forward(dsc_backend *be, int n, int hw, int c, float *y, const float *x);
-dsc_status *ref_gap_backward(dsc_backend *be, int n, int hw, int c, float *dx,
-                             const float *dy);
+dsc_status *ref_gap_backward(dsc_backend *be, int n, int hw, int c, float *dx, const float *dy);
 
 /* ref_dense.c */
-dsc_status *ref_linear_forward(dsc_backend *be, int n, int in, int out, float *y,
-                               const float *x, const float *w, const float *b);
+dsc_status *ref_linear_forward(dsc_backend *be, int n, int in, int out, float *y, const float *x,
+                               const float *w, const float *b);
 dsc_status *ref_linear_backward(dsc_backend *be, int n, int in, int out, float *dx, float *dw,
                                 float *db, const float *dy, const float *x, const float *w);
-dsc_status *ref_gemm(dsc_backend *be, int trans_a, int trans_b, int m, int n, int k,
-                     float alpha, const float *a, int lda, const float *b, int ldb, float beta,
-                     float *c, int ldc);
+dsc_status *ref_gemm(dsc_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                     const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                     int ldc);
 
 #endif

@@ -18,8 +18,7 @@
 static dsc_status *pool_shape_check(const char *op, const dsc_pool_shape *s) {
   if (!s) return dsc_errorf("%s: shape is NULL", op);
   if (s->n < 1 || s->h < 1 || s->w < 1 || s->c < 1)
-    return dsc_errorf("%s: sizes must be >= 1 (n=%d h=%d w=%d c=%d)", op, s->n, s->h, s->w,
-                      s->c);
+    return dsc_errorf("%s: sizes must be >= 1 (n=%d h=%d w=%d c=%d)", op, s->n, s->h, s->w, s->c);
   if (s->k < 1) return dsc_errorf("%s: kernel %d must be >= 1", op, s->k);
   if (s->stride < 1) return dsc_errorf("%s: stride %d must be >= 1", op, s->stride);
   if (s->pad < 0 || s->pad > s->k / 2)
@@ -35,8 +34,8 @@ static dsc_status *pool_shape_check(const char *op, const dsc_pool_shape *s) {
   return NULL;
 }
 
-dsc_status *ref_maxpool_forward(dsc_backend *be, const dsc_pool_shape *s, float *y,
-                                int32_t *argmax, const float *x) {
+dsc_status *ref_maxpool_forward(dsc_backend *be, const dsc_pool_shape *s, float *y, int32_t *argmax,
+                                const float *x) {
   DSC_TRY(pool_shape_check("maxpool_forward", s));
   if (!y || !argmax || !x) return dsc_errorf("maxpool_forward: y, argmax, x must not be NULL");
   const int H = s->h, W = s->w, C = s->c;
@@ -101,8 +100,7 @@ dsc_status *ref_gap_forward(dsc_backend *be, int n, int hw, int c, float *y, con
   return NULL;
 }
 
-dsc_status *ref_gap_backward(dsc_backend *be, int n, int hw, int c, float *dx,
-                             const float *dy) {
+dsc_status *ref_gap_backward(dsc_backend *be, int n, int hw, int c, float *dx, const float *dy) {
   if (n < 1 || hw < 1 || c < 1)
     return dsc_errorf("gap_backward: sizes must be >= 1 (n=%d hw=%d c=%d)", n, hw, c);
   if (!dx || !dy) return dsc_errorf("gap_backward: dx, dy must not be NULL");
