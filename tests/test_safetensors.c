@@ -551,6 +551,7 @@ static void test_writer_errors(void) {
   CHECK_ERR(dsc_st_writer_add(wr, "y", DSC_F32, 1, neg, x), "negative dim -1");
   CHECK_ERR(dsc_st_writer_add(wr, "y", DSC_F32, 9, s9, x), "ndim 9 outside [0, 8]");
   CHECK_ERR(dsc_st_writer_add(wr, "y", DSC_F32, 1, s4, NULL), "data is NULL");
+  CHECK_ERR(dsc_st_writer_add(wr, "y", DSC_F32, 1, NULL, x), "shape is NULL");
   CHECK_ERR(dsc_st_writer_add(wr, "y", DSC_DTYPE_COUNT, 1, s4, x), "invalid dtype");
   CHECK_ERR(dsc_st_writer_add(wr, "bad\xff", DSC_F32, 1, s4, x), "not valid UTF-8");
   CHECK_OK(dsc_st_writer_meta(wr, "k", "v"));

@@ -616,6 +616,8 @@ dsc_status *dsc_st_writer_add(dsc_st_writer *w, const char *name, dsc_dtype dtyp
   if (ndim < 0 || ndim > DSC_MAX_DIMS)
     return dsc_errorf("safetensors writer: tensor %s: ndim %d outside [0, %d]", q.s, ndim,
                       DSC_MAX_DIMS);
+  if (ndim > 0 && !shape)
+    return dsc_errorf("safetensors writer: tensor %s: shape is NULL", q.s);
   for (int d = 0; d < ndim; d++)
     if (shape[d] < 0)
       return dsc_errorf("safetensors writer: tensor %s: negative dim %lld", q.s,
