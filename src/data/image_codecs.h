@@ -1,0 +1,24 @@
+/* image_codecs.h: the format decoders behind dsc_image_decode_* (private to src/data/).
+ *
+ * Each decoder takes the whole file in memory, a label for its errors and a pixel cap already
+ * clamped to DSC_IMAGE_MAX_PIXELS; it returns an RGB8 image with its EXIF orientation applied, or
+ * an error "<label>: <reason>" with *out left empty. They share no state: any number may run at
+ * once on different threads.
+ */
+#ifndef DSC_DATA_IMAGE_CODECS_H
+#define DSC_DATA_IMAGE_CODECS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dsc/image.h"
+
+dsc_status *image_jpeg_decode(const uint8_t *bytes, size_t size, const char *label,
+                              int64_t max_pixels, dsc_image *out);
+dsc_status *image_png_decode(const uint8_t *bytes, size_t size, const char *label,
+                             int64_t max_pixels, dsc_image *out);
+
+/* Allocates w*h*3 bytes for `img` after checking 0 < w, h and w*h <= max_pixels. */
+dsc_status *image_alloc(dsc_image *img, int w, int h, int64_t max_pixels, const char *label);
+
+#endif
