@@ -11,8 +11,12 @@
  *   - 16-bit grey is clipped to 0..255 (Pillow reads it as 32-bit mode "I", whose convert("RGB")
  *     saturates: a full-range 16-bit grey image comes out mostly white, exactly as in PyTorch);
  *   - CMYK and YCCK JPEGs are read with Adobe's inverted convention (Pillow assumes it for every
- *     4-component JPEG) and converted as Pillow does: R = (255-K') - round((255-K')*C'/255) with
- *     C', K' the un-inverted ink amounts.
+ *     4-component JPEG: ink C = 255 - stored C, K = 255 - stored K) and converted as Pillow's
+ *     convert("RGB"): R = (255 - K) - round((255 - K) * C / 255), likewise G and B.
+ * EXIF orientation comes from a JPEG's first APP1 "Exif" block or a PNG's eXIf chunk. Not
+ * reproduced: Pillow's fallbacks to an XMP tiff:Orientation or an ImageMagick "Raw profile type
+ * exif" text chunk in PNGs (rare), and Pillow's exception on a malformed EXIF block (here the
+ * orientation is simply ignored).
  * The format is recognised by content (magic bytes), never by the file name. Any failure (unknown
  * format, corrupt or truncated data, an image above the pixel cap) is an error naming the file
  * (`label`) and the reason; nothing is allocated for an image before its size is checked.
