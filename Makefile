@@ -16,7 +16,8 @@ LDFLAGS += -fopenmp
 # ---- optional parts: detected, reported, never required ----
 NVCC := $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 MPICC := $(shell command -v mpicc 2>/dev/null)
-$(info dsc build: CPU backend (oneDNN $(shell sed -n "s/#define DNNL_VERSION_\(MAJOR\|MINOR\|PATCH\) //p" /usr/include/dnnl_version.h 2>/dev/null | tr "\n" " "), OpenBLAS) - always)
+DNNL_VERSION := $(shell awk '/define DNNL_VERSION_(MAJOR|MINOR|PATCH)/{v = v (v ? "." : "") $$3} END {print v}' /usr/include/oneapi/dnnl/dnnl_version.h 2>/dev/null)
+$(info dsc build: CPU backend (oneDNN $(DNNL_VERSION), OpenBLAS) - always)
 $(info dsc build: CUDA: $(if $(NVCC),nvcc found at $(NVCC) - no CUDA backend in this version yet,not found - CPU only))
 $(info dsc build: MPI:  $(if $(MPICC),mpicc found at $(MPICC) - no dist/ layer in this version yet,not found - single process))
 

@@ -165,6 +165,8 @@ void dsc_resnet_init_weights(const dsc_resnet *net, const dsc_table *table, uint
     double std = sqrt(2.0 / ((double)u->c_out * u->k * u->k));
     /* The conv's own name keys its stream, so the draw does not depend on the prefix. */
     uint32_t key = dsc_fnv1a32(u->name);
+    /* Parallel and still deterministic: each element's draw depends only on its counter. */
+#pragma omp parallel for schedule(static)
     for (size_t e = 0; e < numel; e++)
       host_params[u->w_off + e] =
           (float)(std * dsc_rng_normal(seed, DSC_RNG_INIT, key, (uint32_t)e, 0));
