@@ -47,10 +47,11 @@ static dsc_status *bn_shape_check(const char *op, const dsc_bn_shape *s, int tra
 
 /* One pixel's normalization: y = act((x - mean)*scale + beta [+ r]). Inlined with
  * constant flags so each variant becomes its own vector loop. ReLU keeps NaN. */
-static inline void bn_apply_pixel(float *restrict y, const float *restrict x,
+static inline __attribute__((always_inline)) void bn_apply_pixel(float *restrict y, const float *restrict x,
                                   const float *restrict r, const float *restrict mean,
                                   const float *restrict scale, const float *restrict beta,
                                   int C, int has_res, int relu) {
+  #pragma omp simd
   for (int c = 0; c < C; c++) {
     float v = (x[c] - mean[c]) * scale[c] + beta[c];
     if (has_res) v += r[c];
@@ -80,6 +81,7 @@ static void bn_stats_range(double *acc, const float *x, int C, size_t m, size_t 
     double *restrict s1 = acc + (p / m) * 2 * (size_t)C;
     double *restrict s2 = s1 + C;
     const float *restrict xp = x + p * (size_t)C;
+    #pragma omp simd
     for (int c = 0; c < C; c++) {
       double v = (double)xp[c];
       s1[c] += v;
@@ -163,14 +165,14 @@ dsc_status *cpu_bn_forward_eval(dsc_backend *be, const dsc_bn_shape *s, float *y
 
 /* Backward pass 1 over pixels [lo, hi): acc[g][0..C) += dz, acc[g][C..2C) += dz*(x-mean);
  * dz is written to dz_out when it is not NULL. */
-static inline void bn_grad_stats_pixel(double *restrict s1, double *restrict s2,
+static inline __attribute__((always_inline)) void bn_grad_stats_pixel(double *restrict s1, double *restrict s2,
                                        float *restrict dz_out, const float *restrict dy,
                                        const float *restrict y, const float *restrict x,
                                        const float *restrict mean, int C, int relu,
                                        int store) {
+  #pragma omp simd
   for (int c = 0; c < C; c++) {
-    float dz = dy[c];
-    if (relu) dz = y[c] > 0.0f ? dz : 0.0f;
+    const float dz = relu ? cpu_keep_if(y[c] > 0.0f, dy[c]) : dy[c];
     if (store) dz_out[c] = dz;
     s1[c] += (double)dz;
     s2[c] += (double)dz * (double)(x[c] - mean[c]);
@@ -192,14 +194,14 @@ static void bn_grad_stats_range(double *acc, float *dz_out, const float *dy, con
 }
 
 /* Backward pass 2: dx = k1*dz + k2*(x - mean) + k3, dz = dy masked by y > 0 if relu. */
-static inline void bn_dx_pixel(float *restrict dx, const float *restrict dy,
+static inline __attribute__((always_inline)) void bn_dx_pixel(float *restrict dx, const float *restrict dy,
                                const float *restrict y, const float *restrict x,
                                const float *restrict mean, const float *restrict k1,
                                const float *restrict k2, const float *restrict k3, int C,
                                int relu) {
+  #pragma omp simd
   for (int c = 0; c < C; c++) {
-    float dz = dy[c];
-    if (relu) dz = y[c] > 0.0f ? dz : 0.0f;
+    const float dz = relu ? cpu_keep_if(y[c] > 0.0f, dy[c]) : dy[c];
     dx[c] = k1[c] * dz + k2[c] * (x[c] - mean[c]) + k3[c];
   }
 }

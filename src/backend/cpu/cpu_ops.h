@@ -20,6 +20,8 @@
 #define DSC_CPU_OPS_H
 
 #include <dnnl.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "backend/backend.h"
 
@@ -55,6 +57,17 @@ static inline void cpu_split(size_t total, int parts, int i, size_t *lo, size_t 
   size_t ui = (size_t)i;
   *lo = ui * base + (ui < rem ? ui : rem);
   *hi = *lo + base + (ui < rem ? 1 : 0);
+}
+
+/* v where cond holds, else +0.0f, by masking the bits. Unlike `cond ? v : 0.0f` this keeps
+ * loops vectorizable when a floating-point operation follows the select (GCC refuses to
+ * if-convert those under its default -ftrapping-math). Exact: no arithmetic on v. */
+static inline float cpu_keep_if(int cond, float v) {
+  uint32_t bits;
+  memcpy(&bits, &v, sizeof bits);
+  bits &= (uint32_t)0 - (uint32_t)(cond != 0);
+  memcpy(&v, &bits, sizeof v);
+  return v;
 }
 
 /* cpu_conv.c */

@@ -58,6 +58,7 @@ dsc_status *cpu_maxpool_forward(dsc_backend *be, const dsc_pool_shape *s, float 
       float *restrict best = y + o;
       int32_t *restrict idx = argmax + o;
       const int32_t first = y_lo * W + x_lo;
+      #pragma omp simd
       for (int c = 0; c < C; c++) {
         best[c] = -INFINITY;
         idx[c] = first;
@@ -66,6 +67,7 @@ dsc_status *cpu_maxpool_forward(dsc_backend *be, const dsc_pool_shape *s, float 
         for (int ix = x_lo; ix < x_hi; ix++) {
           const int32_t pos = iy * W + ix;
           const float *restrict xp = xn + (size_t)pos * C;
+          #pragma omp simd
           for (int c = 0; c < C; c++) {
             const float v = xp[c];
             const int take = v > best[c] || v != v;
@@ -99,12 +101,14 @@ dsc_status *cpu_maxpool_backward(dsc_backend *be, const dsc_pool_shape *s, float
                 ox_hi = imin(OW - 1, (ix + pad) / st);
       const int32_t pos = iy * W + ix;
       float *restrict d = dx + ((size_t)r * W + ix) * C;
+      #pragma omp simd
       for (int c = 0; c < C; c++) d[c] = 0.0f;
       for (int oy = oy_lo; oy <= oy_hi; oy++)
         for (int ox = ox_lo; ox <= ox_hi; ox++) {
           const size_t o = (((size_t)n * OH + oy) * OW + ox) * C;
           const float *restrict g = dy + o;
           const int32_t *restrict a = argmax + o;
+          #pragma omp simd
           for (int c = 0; c < C; c++) d[c] += a[c] == pos ? g[c] : 0.0f;
         }
     }
@@ -124,10 +128,13 @@ dsc_status *cpu_gap_forward(dsc_backend *be, int n, int hw, int c, float *y, con
   for (int t = 0; t < tasks; t++) {
     const int i = t / chunks, c0 = (t % chunks) * CHUNK, cn = imin(CHUNK, c - c0);
     double acc[CHUNK];
+    #pragma omp simd
     for (int k = 0; k < cn; k++) acc[k] = 0.0;
     const float *xi = x + (size_t)i * hw * c + c0;
     for (int p = 0; p < hw; p++)
+      #pragma omp simd
       for (int k = 0; k < cn; k++) acc[k] += (double)xi[(size_t)p * c + k];
+    #pragma omp simd
     for (int k = 0; k < cn; k++) y[(size_t)i * c + c0 + k] = (float)(acc[k] / hw);
   }
   return NULL;
@@ -145,6 +152,7 @@ dsc_status *cpu_gap_backward(dsc_backend *be, int n, int hw, int c, float *dx,
   for (int r = 0; r < rows; r++) {
     const float *restrict g = dy + (size_t)(r / hw) * c;
     float *restrict d = dx + (size_t)r * c;
+    #pragma omp simd
     for (int k = 0; k < c; k++) d[k] = (float)((double)g[k] / hw);
   }
   return NULL;
