@@ -36,25 +36,19 @@ static dsc_status *cpu_aligned(size_t bytes, void **out) {
   return NULL;
 }
 
-dsc_status *cpu_work_get(cpu_impl *impl, size_t bytes, void **out) {
-  if (bytes > impl->work_bytes) {
-    void *p = NULL;
-    DSC_TRY(dsc_status_wrap(cpu_aligned(bytes, &p), "cpu backend work buffer"));
-    free(impl->work);
-    impl->work = p;
-    impl->work_bytes = bytes;
-  }
-  *out = impl->work;
+dsc_status *cpu_buffer_reserve(cpu_buffer *b, size_t bytes, const char *what) {
+  if (bytes <= b->bytes) return NULL;
+  void *p = NULL;
+  DSC_TRY(dsc_status_wrap(cpu_aligned(bytes, &p), "cpu backend %s", what));
+  free(b->p);
+  b->p = p;
+  b->bytes = bytes;
   return NULL;
 }
 
-dsc_status *cpu_scratch_reserve(cpu_impl *impl, size_t bytes) {
-  if (bytes <= impl->scratch_bytes) return NULL;
-  void *p = NULL;
-  DSC_TRY(dsc_status_wrap(cpu_aligned(bytes, &p), "cpu backend oneDNN scratchpad"));
-  free(impl->scratch);
-  impl->scratch = p;
-  impl->scratch_bytes = bytes;
+dsc_status *cpu_work_get(cpu_impl *impl, size_t bytes, void **out) {
+  DSC_TRY(cpu_buffer_reserve(&impl->work, bytes, "work buffer"));
+  *out = impl->work.p;
   return NULL;
 }
 
@@ -111,8 +105,9 @@ static void cpu_destroy(dsc_backend *be) {
     cpu_conv_cache_free(impl);
     if (impl->stream) dnnl_stream_destroy(impl->stream);
     if (impl->engine) dnnl_engine_destroy(impl->engine);
-    free(impl->scratch);
-    free(impl->work);
+    free(impl->scratch.p);
+    free(impl->weights.p);
+    free(impl->work.p);
     free(impl);
   }
   free(be);

@@ -27,16 +27,20 @@
 
 typedef struct cpu_conv_entry cpu_conv_entry; /* cpu_conv.c */
 
+/* A backend-owned, 64-byte aligned buffer that grows on demand and never shrinks. */
+typedef struct cpu_buffer {
+  void *p;
+  size_t bytes;
+} cpu_buffer;
+
 typedef struct cpu_impl {
   int threads; /* OpenMP / OpenBLAS threads used by every op */
   dnnl_engine_t engine;
   dnnl_stream_t stream;
-  /* oneDNN user scratchpad shared by every primitive (one op runs at a time). */
-  void *scratch;
-  size_t scratch_bytes;
-  /* Scratch for the hand-written kernels' per-thread partial sums. */
-  void *work;
-  size_t work_bytes;
+  /* Shared by every op, which is possible because one op runs at a time: */
+  cpu_buffer scratch; /* oneDNN user scratchpad of every primitive */
+  cpu_buffer weights; /* conv weights in oneDNN's layout, and the raw weight gradient */
+  cpu_buffer work;    /* the hand-written kernels' per-thread partial sums */
   /* Convolution primitive cache: one entry per distinct (shape, bias) pair. */
   cpu_conv_entry **convs;
   int n_convs, cap_convs;
@@ -46,11 +50,11 @@ static inline cpu_impl *cpu_impl_of(dsc_backend *be) { return (cpu_impl *)be->im
 
 /* cpu_backend.c */
 void cpu_threads_enter(cpu_impl *impl);
-/* Returns a 64-byte aligned buffer of at least `bytes`, owned by the backend and valid
- * until the next call (grows, never shrinks). */
+/* Makes `b` at least `bytes` long (contents are not kept when it grows); `what` names it
+ * in the out-of-memory error. */
+dsc_status *cpu_buffer_reserve(cpu_buffer *b, size_t bytes, const char *what);
+/* The work buffer, at least `bytes` long, valid until the next call. */
 dsc_status *cpu_work_get(cpu_impl *impl, size_t bytes, void **out);
-/* Makes the oneDNN scratchpad at least `bytes` long. */
-dsc_status *cpu_scratch_reserve(cpu_impl *impl, size_t bytes);
 /* Splits [0, total) into `parts` contiguous ranges; range `i` is [*lo, *hi). */
 static inline void cpu_split(size_t total, int parts, int i, size_t *lo, size_t *hi) {
   size_t base = total / (size_t)parts, rem = total % (size_t)parts;
