@@ -291,7 +291,8 @@ def main(argv):
         print(f"{path}: {len(tensors)} tensors, {size / 1e6:.2f} MB, loss {r64['losses'][0]:.6f}, "
               f"sha256 {digest[:16]}")
         report_float32(cfg, r64)
-    print(f"total written: {total / 1e6:.2f} MB")
+    everything = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(outdir) for f in fs)
+    print(f"total written: {total / 1e6:.2f} MB; everything under {outdir}: {everything / 1e6:.2f} MB")
     return 0
 
 
