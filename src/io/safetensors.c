@@ -161,70 +161,79 @@ static bool json_to_u64(const json_t *v, uint64_t *out) {
   return true;
 }
 
+/* "<label>: tensor <quoted name>: <formatted problem>". Quoting happens only here, on the
+ * error path, so valid headers with many entries cost nothing for it. */
+static dsc_status *tensor_fail(const char *label, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static dsc_status *tensor_fail(const char *label, const char *name, const char *fmt, ...) {
+  char problem[600];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(problem, sizeof problem, fmt, ap);
+  va_end(ap);
+  return st_fail(label, "tensor %s: %s", quote(name).s, problem);
+}
+
 /* Parses one tensor entry `name: value` into *t (name not yet set). */
 static dsc_status *parse_tensor(const char *label, const char *name, json_t *value,
                                 dsc_st_tensor *t) {
-  quoted q = quote(name);
   if (!json_is_object(value))
-    return st_fail(label, "tensor %s: entry is %s, expected an object", q.s, json_kind(value));
+    return tensor_fail(label, name, "entry is %s, expected an object", json_kind(value));
   const char *key;
   json_t *field;
   json_object_foreach(value, key, field) {
     if (strcmp(key, "dtype") && strcmp(key, "shape") && strcmp(key, "data_offsets"))
-      return st_fail(label, "tensor %s: unknown field %s", q.s, quote(key).s);
+      return tensor_fail(label, name, "unknown field %s", quote(key).s);
   }
 
   json_t *dtype = json_object_get(value, "dtype");
-  if (!dtype) return st_fail(label, "tensor %s: missing field \"dtype\"", q.s);
+  if (!dtype) return tensor_fail(label, name, "missing field \"dtype\"");
   if (!json_is_string(dtype))
-    return st_fail(label, "tensor %s: dtype is %s, expected a string", q.s, json_kind(dtype));
+    return tensor_fail(label, name, "dtype is %s, expected a string", json_kind(dtype));
   if (dsc_dtype_from_name(json_string_value(dtype), &t->dtype) != 0)
-    return st_fail(label, "tensor %s: unknown dtype %s", q.s, quote(json_string_value(dtype)).s);
+    return tensor_fail(label, name, "unknown dtype %s", quote(json_string_value(dtype)).s);
 
   json_t *shape = json_object_get(value, "shape");
-  if (!shape) return st_fail(label, "tensor %s: missing field \"shape\"", q.s);
+  if (!shape) return tensor_fail(label, name, "missing field \"shape\"");
   if (!json_is_array(shape))
-    return st_fail(label, "tensor %s: shape is %s, expected a list of non-negative integers",
-                   q.s, json_kind(shape));
+    return tensor_fail(label, name, "shape is %s, expected a list of non-negative integers",
+                       json_kind(shape));
   size_t ndim = json_array_size(shape);
   if (ndim > DSC_MAX_DIMS)
-    return st_fail(label, "tensor %s: shape has %zu dims, more than the %d supported", q.s, ndim,
-                   DSC_MAX_DIMS);
+    return tensor_fail(label, name, "shape has %zu dims, more than the %d supported", ndim,
+                       DSC_MAX_DIMS);
   t->ndim = (int)ndim;
   for (size_t d = 0; d < ndim; d++) {
     uint64_t dim;
     json_t *v = json_array_get(shape, d);
     if (!json_to_u64(v, &dim))
-      return st_fail(label, "tensor %s: shape[%zu] is %s, expected a non-negative integer", q.s,
-                     d, json_is_integer(v) ? "negative" : json_kind(v));
+      return tensor_fail(label, name, "shape[%zu] is %s, expected a non-negative integer", d,
+                         json_is_integer(v) ? "negative" : json_kind(v));
     t->shape[d] = (int64_t)dim;
   }
 
   json_t *offsets = json_object_get(value, "data_offsets");
-  if (!offsets) return st_fail(label, "tensor %s: missing field \"data_offsets\"", q.s);
+  if (!offsets) return tensor_fail(label, name, "missing field \"data_offsets\"");
   if (!json_is_array(offsets) || json_array_size(offsets) != 2 ||
       !json_to_u64(json_array_get(offsets, 0), &t->begin) ||
       !json_to_u64(json_array_get(offsets, 1), &t->end))
-    return st_fail(label, "tensor %s: data_offsets must be a list of two non-negative integers",
-                   q.s);
+    return tensor_fail(label, name, "data_offsets must be a list of two non-negative integers");
   if (t->begin > t->end)
-    return st_fail(label, "tensor %s: data_offsets [%llu, %llu] end before they begin", q.s,
-                   (unsigned long long)t->begin, (unsigned long long)t->end);
+    return tensor_fail(label, name, "data_offsets [%llu, %llu] end before they begin",
+                       (unsigned long long)t->begin, (unsigned long long)t->end);
 
+  uint64_t numel, nbytes;
+  bool fits = shape_numel(t->shape, t->ndim, &numel) &&
+              !__builtin_mul_overflow(numel, (uint64_t)dsc_dtype_size(t->dtype), &nbytes);
+  if (fits && nbytes == t->end - t->begin) return NULL;
   char shape_text[DSC_MAX_DIMS * 24 + 4];
   shape_format(shape_text, sizeof shape_text, t->shape, t->ndim);
-  uint64_t numel, nbytes;
-  if (!shape_numel(t->shape, t->ndim, &numel) ||
-      __builtin_mul_overflow(numel, (uint64_t)dsc_dtype_size(t->dtype), &nbytes))
-    return st_fail(label, "tensor %s: shape %s has too many elements", q.s, shape_text);
-  if (nbytes != t->end - t->begin)
-    return st_fail(label,
-                   "tensor %s: shape %s of %s needs %llu bytes but data_offsets [%llu, %llu] "
-                   "hold %llu",
-                   q.s, shape_text, dsc_dtype_name(t->dtype), (unsigned long long)nbytes,
-                   (unsigned long long)t->begin, (unsigned long long)t->end,
-                   (unsigned long long)(t->end - t->begin));
-  return NULL;
+  if (!fits) return tensor_fail(label, name, "shape %s has too many elements", shape_text);
+  return tensor_fail(label, name,
+                     "shape %s of %s needs %llu bytes but data_offsets [%llu, %llu] hold %llu",
+                     shape_text, dsc_dtype_name(t->dtype), (unsigned long long)nbytes,
+                     (unsigned long long)t->begin, (unsigned long long)t->end,
+                     (unsigned long long)(t->end - t->begin));
 }
 
 /* Copies "__metadata__" (already known to be present) into f. */
