@@ -221,6 +221,7 @@ int main(int argc, char **argv) {
   layer ls[64];
   const int n_ls = resnet_layers(depth, batch, size, ls);
   double total[T_COUNT] = {0};
+  size_t n_params = 0;
   printf("%s %dx%d batch %d, %d threads, min of %d reps, ms per call (x count)\n", arch, size,
          size, batch, threads, reps);
   printf("%-44s %5s %8s %8s %8s %8s %8s %8s %8s\n", "layer", "count", "c.fwd", "c.bwd_d",
@@ -234,8 +235,9 @@ int main(int argc, char **argv) {
     float *dx = falloc(be, nx), *dw = falloc(be, nw);
     double t[T_COUNT] = {0};
     TIME_MIN(t[T_CONV_FWD], reps, die_if(be->conv2d_forward(be, s, y, x, w, NULL), "conv fwd"));
-    TIME_MIN(t[T_CONV_BWD_DATA], reps,
-             die_if(be->conv2d_backward(be, s, dx, NULL, NULL, dy, x, w), "conv bwd data"));
+    if (s->c_in != 3) /* a network never needs the gradient of its input image */
+      TIME_MIN(t[T_CONV_BWD_DATA], reps,
+               die_if(be->conv2d_backward(be, s, dx, NULL, NULL, dy, x, w), "conv bwd data"));
     TIME_MIN(t[T_CONV_BWD_W], reps,
              die_if(be->conv2d_backward(be, s, NULL, dw, NULL, dy, x, w), "conv bwd w"));
     /* BN on the conv output, one group, fused as in the network */
@@ -270,9 +272,38 @@ int main(int argc, char **argv) {
            1e3 * t[T_BN_FWD], 1e3 * t[T_BN_BWD], 1e3 * (t[T_DNNL_BN_FWD] + t[T_ADD]),
            1e3 * (t[T_DNNL_BN_BWD] + t[T_RELU_BWD]));
     for (int k = 0; k < T_COUNT; k++) total[k] += ls[i].count * t[k];
+    n_params += (size_t)ls[i].count * (nw + 2 * (size_t)s->c_out);
     float *bufs[] = {x, w, y, dy, dx, dw, g, bt, mean, var, res, bn_y, dg, db, dres, bn_dx};
     for (int k = 0; k < 16; k++)
       if (bufs[k]) be->free(be, bufs[k]);
+  }
+  /* the rest of a step: stem max-pool, global average pool, SGD and EMA over all
+   * parameters (the fc layer is not part of the backbone) */
+  double t_pool = 0, t_pool_b = 0, t_gap = 0, t_sgd = 0, t_ema = 0, t_zero = 0;
+  {
+    const int ph = size / 2;
+    dsc_pool_shape ps = {batch, ph, ph, 64, 3, 2, 1};
+    const int po = dsc_conv_out_size(ph, 3, 2, 1, 1);
+    const size_t npx = (size_t)batch * ph * ph * 64, npy = (size_t)batch * po * po * 64;
+    float *px = falloc(be, npx), *py = falloc(be, npy), *pdx = falloc(be, npx);
+    int32_t *am = NULL;
+    die_if(be->alloc(be, npy * sizeof *am, (void **)&am), "alloc");
+    TIME_MIN(t_pool, reps, die_if(be->maxpool_forward(be, &ps, py, am, px), "maxpool"));
+    TIME_MIN(t_pool_b, reps, die_if(be->maxpool_backward(be, &ps, pdx, py, am), "maxpool bwd"));
+    const int c5 = depth == 50 ? 2048 : 512, hw5 = (size + 31) / 32;
+    float *g5 = falloc(be, (size_t)batch * hw5 * hw5 * c5), *gy = falloc(be, (size_t)batch * c5);
+    double tg = 0;
+    TIME_MIN(t_gap, reps, die_if(be->gap_forward(be, batch, hw5 * hw5, c5, gy, g5), "gap"));
+    TIME_MIN(tg, reps, die_if(be->gap_backward(be, batch, hw5 * hw5, c5, g5, gy), "gap bwd"));
+    t_gap += tg;
+    float *p = falloc(be, n_params), *g = falloc(be, n_params), *m = falloc(be, n_params);
+    float *sh = falloc(be, n_params);
+    TIME_MIN(t_sgd, reps, die_if(be->sgd_step(be, n_params, p, g, m, 0.03f, 0.9f, 1e-4f, 1), "sgd"));
+    TIME_MIN(t_ema, reps, die_if(be->ema(be, n_params, sh, p, 0.999f), "ema"));
+    TIME_MIN(t_zero, reps, die_if(be->zero(be, g, n_params), "zero"));
+    float *bufs[] = {px, py, pdx, g5, gy, p, g, m, sh};
+    for (int k = 0; k < 9; k++) be->free(be, bufs[k]);
+    be->free(be, am);
   }
   printf("\ntotals per training step (ms):\n");
   for (int k = 0; k < T_COUNT; k++) printf("  %-34s %9.1f\n", t_names[k], 1e3 * total[k]);
@@ -281,6 +312,11 @@ int main(int argc, char **argv) {
   printf("  %-34s %9.1f\n", "bn total (ours, fused)", 1e3 * (total[T_BN_FWD] + total[T_BN_BWD]));
   printf("  %-34s %9.1f\n", "bn total (oneDNN + add/relu)",
          1e3 * (total[T_DNNL_BN_FWD] + total[T_DNNL_BN_BWD] + total[T_ADD] + total[T_RELU_BWD]));
+  printf("  %-34s %9.1f\n", "max-pool forward + backward", 1e3 * (t_pool + t_pool_b));
+  printf("  %-34s %9.1f\n", "global avg pool fwd + bwd", 1e3 * t_gap);
+  printf("  %-34s %9.1f   (%zu parameters)\n", "sgd step (nesterov, wd)", 1e3 * t_sgd, n_params);
+  printf("  %-34s %9.1f\n", "ema (momentum encoder)", 1e3 * t_ema);
+  printf("  %-34s %9.1f\n", "zero gradients", 1e3 * t_zero);
   dnnl_stream_destroy(strm);
   dnnl_engine_destroy(eng);
   be->destroy(be);

@@ -115,6 +115,12 @@ static const conv_case conv_cases[] = {
     {"dilation 2 3x3", {2, 9, 8, 16, 17, 3, 3, 1, 2, 2}, 0},
     {"dilation 2 3x3/2", {2, 11, 9, 17, 16, 3, 3, 2, 2, 2}, 1},
     {"batch 1 1x1", {1, 4, 4, 32, 48, 1, 1, 1, 0, 1}, 0},
+    /* outputs of at most 2x2: weight gradient by per-tap GEMMs; at most 4x4: forward
+     * avoids brgconv (cpu_conv.c) */
+    {"tiny 3x3 on 1x1 (taps off the image)", {2, 1, 1, 8, 16, 3, 3, 1, 1, 1}, 1},
+    {"tiny 3x3 dilation 2 on 2x2", {3, 2, 2, 16, 8, 3, 3, 1, 2, 2}, 0},
+    {"tiny 3x3/2 4x4 -> 2x2", {4, 4, 4, 32, 64, 3, 3, 2, 1, 1}, 1},
+    {"small 3x3 4x4 -> 4x4", {4, 4, 4, 16, 32, 3, 3, 1, 1, 1}, 0},
 };
 #define N_CONV_CASES ((int)(sizeof conv_cases / sizeof conv_cases[0]))
 

@@ -244,6 +244,42 @@ static dsc_status *weights_layout_make(cpu_impl *impl, const dnnl_memory_desc_t 
   return reorder_make(impl, user_md, prim_md, 0, reorder);
 }
 
+/* Small outputs: oneDNN 2.6 ranks its brgemm convolution first for every fp32 kxk
+ * forward, but when the output is at most 4x4 pixels (layer4 of a ResNet on 64x64 images)
+ * most of each window lies in the padding and brgconv runs 1.3-3x slower than the plain
+ * jit:avx512_core kernel (docs/performance.md, "CPU ops"). The choice depends on the shape
+ * only, so results stay reproducible run to run. Returns the implementation-name prefix to
+ * pass over, or NULL to take oneDNN's first choice. */
+static const char *conv_fwd_avoid(const dsc_conv_shape *s) {
+  if (s->kh * s->kw > 1 && dsc_conv_oh(s) * dsc_conv_ow(s) <= 16) return "brgconv:";
+  return NULL;
+}
+
+/* dnnl_primitive_desc_create, but passing over implementations whose name starts with
+ * `avoid` (when another exists). */
+static dnnl_status_t pd_create(cpu_impl *impl, const void *op_desc,
+                               const_dnnl_primitive_attr_t attr,
+                               const_dnnl_primitive_desc_t hint, const char *avoid,
+                               dnnl_primitive_desc_t *out) {
+  dnnl_primitive_desc_iterator_t it = NULL;
+  if (avoid &&
+      dnnl_primitive_desc_iterator_create(&it, op_desc, attr, impl->engine, hint) == dnnl_success) {
+    do {
+      dnnl_primitive_desc_t pd = dnnl_primitive_desc_iterator_fetch(it);
+      const char *name = NULL;
+      if (pd && dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &name) == dnnl_success &&
+          name && strncmp(name, avoid, strlen(avoid)) != 0) {
+        dnnl_primitive_desc_iterator_destroy(it);
+        *out = pd;
+        return dnnl_success;
+      }
+      if (pd) dnnl_primitive_desc_destroy(pd);
+    } while (dnnl_primitive_desc_iterator_next(it) == dnnl_success);
+    dnnl_primitive_desc_iterator_destroy(it);
+  }
+  return dnnl_primitive_desc_create(out, op_desc, attr, impl->engine, hint);
+}
+
 static dsc_status *entry_fwd_init(cpu_impl *impl, cpu_conv_entry *e) {
   const dsc_conv_shape *s = &e->s;
   conv_mds m;
@@ -261,7 +297,7 @@ static dsc_status *entry_fwd_init(cpu_impl *impl, cpu_conv_entry *e) {
       e->bias ? &m.b : NULL, &m.y, m.strides, m.dilates, m.pad_l, m.pad_r));
   dnnl_primitive_attr_t attr = NULL;
   DSC_TRY(attr_make(0, &attr));
-  dnnl_status_t st = dnnl_primitive_desc_create(&e->fwd_pd, &cd, attr, impl->engine, NULL);
+  dnnl_status_t st = pd_create(impl, &cd, attr, NULL, conv_fwd_avoid(s), &e->fwd_pd);
   dnnl_primitive_attr_destroy(attr);
   if (st != dnnl_success)
     return DSC_ERR_AT("oneDNN convolution forward: %s", dnnl_status2str(st));
@@ -393,6 +429,58 @@ static dsc_status *conv_bias_grad(cpu_impl *impl, const dsc_conv_shape *s, float
   return NULL;
 }
 
+/* Weight gradient as one GEMM per (kernel tap, output pixel) pair, for outputs of at most
+ * 2x2 pixels: there oneDNN's backward-weights kernel spends most of its time on the zero
+ * padding (13 ms instead of 2 ms for ResNet-18's 3x3 512->512 at 2x2, batch 64). For tap
+ * (ky,kx) and output (oy,ox) reading input (iy,ix):
+ *   G[co][tap][ci] (+)= sum_n dy[n,oy,ox,co] * x[n,iy,ix,ci]
+ * is dnnl_sgemm('T','N') on the strided (n, co) and (n, ci) slices, accumulating over the
+ * output pixels in a fixed order (the first one with beta 0; a tap that never sees the
+ * image is zero). Then dw[co][ci][tap] += G[co][tap][ci], parallel over co. oneDNN's gemm
+ * runs on the same OpenMP threads and splits work the same way for a given thread count. */
+static int conv_dw_by_taps_wins(const dsc_conv_shape *s) {
+  return s->kh * s->kw > 1 && dsc_conv_oh(s) * dsc_conv_ow(s) <= 4;
+}
+
+static dsc_status *conv_dw_by_taps(cpu_impl *impl, const dsc_conv_shape *s, float *dw,
+                                   const float *dy, const float *x) {
+  const int OH = dsc_conv_oh(s), OW = dsc_conv_ow(s), taps = s->kh * s->kw;
+  const int CI = s->c_in, CO = s->c_out;
+  DSC_TRY(cpu_buffer_reserve(&impl->weights, (size_t)CO * taps * CI * sizeof(float),
+                             "conv weights buffer"));
+  float *g = impl->weights.p;
+  const dnnl_dim_t lda = (dnnl_dim_t)OH * OW * CO, ldb = (dnnl_dim_t)s->h * s->w * CI;
+  const dnnl_dim_t ldc = (dnnl_dim_t)taps * CI;
+  for (int ky = 0; ky < s->kh; ky++)
+    for (int kx = 0; kx < s->kw; kx++) {
+      const int tap = ky * s->kw + kx;
+      float *c = g + (size_t)tap * CI;
+      int first = 1;
+      for (int oy = 0; oy < OH; oy++) {
+        const int iy = oy * s->stride - s->pad + ky * s->dilation;
+        if (iy < 0 || iy >= s->h) continue;
+        for (int ox = 0; ox < OW; ox++) {
+          const int ix = ox * s->stride - s->pad + kx * s->dilation;
+          if (ix < 0 || ix >= s->w) continue;
+          CONV_DNNL(dnnl_sgemm('T', 'N', CO, CI, s->n, 1.0f, dy + ((size_t)oy * OW + ox) * CO,
+                               lda, x + ((size_t)iy * s->w + ix) * CI, ldb, first ? 0.0f : 1.0f,
+                               c, ldc));
+          first = 0;
+        }
+      }
+      if (first)
+        for (int co = 0; co < CO; co++) memset(c + (size_t)co * ldc, 0, (size_t)CI * sizeof *c);
+    }
+#pragma omp parallel for schedule(static) num_threads(impl->threads)
+  for (int co = 0; co < CO; co++) {
+    const float *gc = g + (size_t)co * taps * CI;
+    float *dc = dw + (size_t)co * CI * taps;
+    for (int ci = 0; ci < CI; ci++)
+      for (int tap = 0; tap < taps; tap++) dc[(size_t)ci * taps + tap] += gc[(size_t)tap * CI + ci];
+  }
+  return NULL;
+}
+
 /* Points `prim_w` at the caller's OIHW weights, reordered into the primitive's layout. */
 static dsc_status *weights_prepare(cpu_impl *impl, cpu_conv_entry *e, cpu_prim *reorder,
                                    dnnl_memory_t reordered, const float *w,
@@ -467,7 +555,10 @@ dsc_status *cpu_conv2d_backward(dsc_backend *be, const dsc_conv_shape *s, float 
     DSC_TRY(prim_run(impl, &e->bwd_data, 3, args));
   }
 
-  if (dw) {
+  if (dw && conv_dw_by_taps_wins(s)) {
+    DSC_TRY(conv_dw_by_taps(impl, s, dw, dy, x));
+    if (db) DSC_TRY(conv_bias_grad(impl, s, db, dy));
+  } else if (dw) {
     if (!e->have_bwd_weights) {
       dsc_status *err = entry_bwd_weights_init(impl, e);
       if (err) {
