@@ -22,7 +22,14 @@
  * gradient goes to the shared buffer in oneDNN's layout, then one reorder with a sum
  * post-op (dst = src + 1*dst) converts it to OIHW and accumulates into dw in the same pass;
  * the bias gradient (c_out floats) is added by a plain loop. A call that wants db without
- * dw sums dy itself. */
+ * dw sums dy itself.
+ *
+ * Two shape rules override oneDNN's own ranking, both measured (docs/performance.md, "CPU
+ * ops") and both functions of the shape alone, so a given shape always runs the same code
+ * and results stay reproducible: kxk forward convolutions with at most 4x4 output pixels
+ * pass over brgconv for the jit kernel, and kxk weight gradients with at most 2x2 output
+ * pixels are computed as per-tap GEMMs (conv_dw_by_taps) instead of by oneDNN's kernel,
+ * which there spends most of its time on the zero padding. */
 #include <dnnl_debug.h>
 #include <omp.h>
 #include <stdio.h>
