@@ -262,6 +262,8 @@ static void test_conv_errors(void) {
   s = (dsc_conv_shape){1, 4, 4, 1, 1, 3, 3, 1, 1, 1};
   CHECK_ERR(cpu->conv2d_forward(cpu, &s, NULL, buf, buf, NULL), "must not be NULL");
   CHECK_ERR(cpu->conv2d_backward(cpu, &s, buf, NULL, NULL, buf, buf, NULL), "w is NULL");
+  s = (dsc_conv_shape){1, 4, 4, 1, 1, 3, 3, 1, 1 << 30, 1};
+  CHECK_ERR(cpu->conv2d_forward(cpu, &s, buf, buf, buf, NULL), "exceeds int");
   cpu->destroy(cpu);
 }
 
@@ -423,6 +425,18 @@ static void test_maxpool_vs_ref(void) {
   }
   cpu->destroy(cpu);
   ref->destroy(ref);
+}
+
+static void test_pool_errors(void) {
+  dsc_backend *cpu = cpu_be(2);
+  float buf[64] = {0};
+  int32_t am[64] = {0};
+  dsc_pool_shape s = {1, 1 << 16, 1 << 16, 1, 3, 2, 1};
+  CHECK_ERR(cpu->maxpool_forward(cpu, &s, buf, am, buf), "int32");
+  s = (dsc_pool_shape){1, 4, 4, 1, 3, 2, 2};
+  CHECK_ERR(cpu->maxpool_forward(cpu, &s, buf, am, buf), "pad");
+  CHECK_ERR(cpu->gap_forward(cpu, 0, 4, 4, buf, buf), "sizes");
+  cpu->destroy(cpu);
 }
 
 static void test_maxpool_bad_argmax(void) {
@@ -613,6 +627,7 @@ static const dsc_test tests[] = {
     {"bn_errors", test_bn_errors},
     {"maxpool_vs_ref", test_maxpool_vs_ref},
     {"maxpool_bad_argmax", test_maxpool_bad_argmax},
+    {"pool_errors", test_pool_errors},
     {"gap_vs_ref", test_gap_vs_ref},
     {"elementwise_vs_ref", test_elementwise_vs_ref},
     {"sgd_ema_vs_ref", test_sgd_ema_vs_ref},

@@ -26,20 +26,23 @@ void cpu_threads_enter(cpu_impl *impl) {
   if (omp_get_max_threads() != impl->threads) omp_set_num_threads(impl->threads);
 }
 
-static dsc_status *cpu_aligned(size_t bytes, void **out) {
+/* aligned_alloc of `bytes` rounded up to a multiple of CPU_ALIGN (at least CPU_ALIGN);
+ * the rounded size goes to *rounded_out when it is not NULL. */
+static dsc_status *cpu_aligned(size_t bytes, void **out, size_t *rounded_out) {
   size_t rounded = bytes == 0 ? CPU_ALIGN : bytes;
   if (rounded > SIZE_MAX - (CPU_ALIGN - 1)) return dsc_errorf("%zu bytes is too large", bytes);
   rounded = (rounded + CPU_ALIGN - 1) / CPU_ALIGN * CPU_ALIGN;
   void *p = aligned_alloc(CPU_ALIGN, rounded);
   if (!p) return dsc_errorf("out of memory allocating %zu bytes", bytes);
   *out = p;
+  if (rounded_out) *rounded_out = rounded;
   return NULL;
 }
 
 dsc_status *cpu_buffer_reserve(cpu_buffer *b, size_t bytes, const char *what) {
   if (bytes <= b->bytes) return NULL;
   void *p = NULL;
-  DSC_TRY(dsc_status_wrap(cpu_aligned(bytes, &p), "cpu backend %s", what));
+  DSC_TRY(dsc_status_wrap(cpu_aligned(bytes, &p, NULL), "cpu backend %s", what));
   free(b->p);
   b->p = p;
   b->bytes = bytes;
@@ -58,8 +61,8 @@ static dsc_status *cpu_alloc(dsc_backend *be, size_t bytes, void **out) {
   if (!out) return dsc_errorf("alloc: out must not be NULL");
   *out = NULL;
   void *p = NULL;
-  DSC_TRY(dsc_status_wrap(cpu_aligned(bytes, &p), "alloc"));
-  size_t rounded = bytes == 0 ? CPU_ALIGN : (bytes + CPU_ALIGN - 1) / CPU_ALIGN * CPU_ALIGN;
+  size_t rounded = 0;
+  DSC_TRY(dsc_status_wrap(cpu_aligned(bytes, &p, &rounded), "alloc"));
   memset(p, 0, rounded);
   *out = p;
   return NULL;

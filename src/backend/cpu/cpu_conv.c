@@ -31,6 +31,7 @@
  * pixels are computed as per-tap GEMMs (conv_dw_by_taps) instead of by oneDNN's kernel,
  * which there spends most of its time on the zero padding. */
 #include <dnnl_debug.h>
+#include <limits.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,10 +81,16 @@ static dsc_status *conv_shape_check(const char *op, const dsc_conv_shape *s) {
   if (s->stride < 1) return dsc_errorf("%s: stride %d must be >= 1", op, s->stride);
   if (s->dilation < 1) return dsc_errorf("%s: dilation %d must be >= 1", op, s->dilation);
   if (s->pad < 0) return dsc_errorf("%s: pad %d must be >= 0", op, s->pad);
-  int eff_h = s->dilation * (s->kh - 1) + 1, eff_w = s->dilation * (s->kw - 1) + 1;
-  if (s->h + 2 * s->pad < eff_h || s->w + 2 * s->pad < eff_w)
-    return dsc_errorf("%s: padded input %dx%d is smaller than the dilated kernel %dx%d", op,
-                      s->h + 2 * s->pad, s->w + 2 * s->pad, eff_h, eff_w);
+  /* in 64 bits, so that absurd shapes are reported rather than overflowing */
+  const long long eff_h = (long long)s->dilation * (s->kh - 1) + 1;
+  const long long eff_w = (long long)s->dilation * (s->kw - 1) + 1;
+  const long long padded_h = (long long)s->h + 2LL * s->pad, padded_w = (long long)s->w + 2LL * s->pad;
+  if (padded_h > INT_MAX || padded_w > INT_MAX || eff_h > INT_MAX || eff_w > INT_MAX)
+    return dsc_errorf("%s: padded input %lldx%lld or dilated kernel %lldx%lld exceeds int", op,
+                      padded_h, padded_w, eff_h, eff_w);
+  if (padded_h < eff_h || padded_w < eff_w)
+    return dsc_errorf("%s: padded input %lldx%lld is smaller than the dilated kernel %lldx%lld",
+                      op, padded_h, padded_w, eff_h, eff_w);
   return NULL;
 }
 

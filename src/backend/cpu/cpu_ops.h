@@ -8,9 +8,9 @@
  * weights, [out,in] linear weights, parameter gradients +=, activation gradients =).
  *
  * Threads: every op first calls cpu_threads_enter(), which sets OpenMP's thread count for
- * the calling thread (omp_set_num_threads) and OpenBLAS's (openblas_set_num_threads, which
- * is process-global in Debian's pthread OpenBLAS). oneDNN's OpenMP runtime follows the
- * OpenMP setting. Loops split work into static contiguous ranges per thread, and every
+ * the calling thread (omp_set_num_threads; oneDNN's OpenMP runtime follows it); the dense
+ * ops also set OpenBLAS's (openblas_set_num_threads, process-global in Debian's pthread
+ * OpenBLAS). Loops split work into static contiguous ranges per thread, and every
  * reduction combines per-thread partials in thread order, so results are bitwise
  * reproducible for a fixed thread count.
  *

@@ -15,6 +15,7 @@
 #include <math.h>
 #include <omp.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "backend/cpu/cpu_ops.h"
 
@@ -27,9 +28,13 @@ static dsc_status *pool_shape_check(const char *op, const dsc_pool_shape *s) {
   if (s->stride < 1) return dsc_errorf("%s: stride %d must be >= 1", op, s->stride);
   if (s->pad < 0 || s->pad > s->k / 2)
     return dsc_errorf("%s: pad %d must be in [0, kernel/2 = %d]", op, s->pad, s->k / 2);
-  if (s->h + 2 * s->pad < s->k || s->w + 2 * s->pad < s->k)
-    return dsc_errorf("%s: padded input %dx%d is smaller than the kernel %d", op,
-                      s->h + 2 * s->pad, s->w + 2 * s->pad, s->k);
+  /* pad <= k/2 keeps h + 2*pad within range once h*w fits argmax's int32 */
+  if ((long long)s->h * s->w > INT32_MAX)
+    return dsc_errorf("%s: image %dx%d has more pixels than argmax (int32) can index", op,
+                      s->h, s->w);
+  if ((long long)s->h + 2LL * s->pad < s->k || (long long)s->w + 2LL * s->pad < s->k)
+    return dsc_errorf("%s: padded input %lldx%lld is smaller than the kernel %d", op,
+                      (long long)s->h + 2LL * s->pad, (long long)s->w + 2LL * s->pad, s->k);
   return NULL;
 }
 
@@ -46,10 +51,10 @@ dsc_status *cpu_maxpool_forward(dsc_backend *be, const dsc_pool_shape *s, float 
   cpu_threads_enter(impl);
   const int H = s->h, W = s->w, C = s->c, K = s->k, st = s->stride, pad = s->pad;
   const int OH = dsc_conv_out_size(H, K, st, pad, 1), OW = dsc_conv_out_size(W, K, st, pad, 1);
-  const int rows = s->n * OH;
+  const long long rows = (long long)s->n * OH;
 #pragma omp parallel for schedule(static) num_threads(impl->threads)
-  for (int r = 0; r < rows; r++) {
-    const int n = r / OH, oy = r % OH;
+  for (long long r = 0; r < rows; r++) {
+    const int n = (int)(r / OH), oy = (int)(r % OH);
     const int y0 = oy * st - pad, y_lo = imax(y0, 0), y_hi = imin(y0 + K, H);
     const float *xn = x + (size_t)n * H * W * C;
     for (int ox = 0; ox < OW; ox++) {
@@ -89,10 +94,10 @@ dsc_status *cpu_maxpool_backward(dsc_backend *be, const dsc_pool_shape *s, float
   cpu_threads_enter(impl);
   const int H = s->h, W = s->w, C = s->c, K = s->k, st = s->stride, pad = s->pad;
   const int OH = dsc_conv_out_size(H, K, st, pad, 1), OW = dsc_conv_out_size(W, K, st, pad, 1);
-  const int rows = s->n * H;
+  const long long rows = (long long)s->n * H;
 #pragma omp parallel for schedule(static) num_threads(impl->threads)
-  for (int r = 0; r < rows; r++) {
-    const int n = r / H, iy = r % H;
+  for (long long r = 0; r < rows; r++) {
+    const int n = (int)(r / H), iy = (int)(r % H);
     /* outputs oy with oy*st - pad <= iy <= oy*st - pad + K - 1 */
     const int oy_lo = imax(0, div_ceil(iy + pad - K + 1, st)),
               oy_hi = imin(OH - 1, (iy + pad) / st);
@@ -123,10 +128,11 @@ dsc_status *cpu_gap_forward(dsc_backend *be, int n, int hw, int c, float *y, con
   cpu_impl *impl = cpu_impl_of(be);
   cpu_threads_enter(impl);
   enum { CHUNK = 64 };
-  const int chunks = (c + CHUNK - 1) / CHUNK, tasks = n * chunks;
+  const int chunks = (c + CHUNK - 1) / CHUNK;
+  const long long tasks = (long long)n * chunks;
 #pragma omp parallel for schedule(static) num_threads(impl->threads)
-  for (int t = 0; t < tasks; t++) {
-    const int i = t / chunks, c0 = (t % chunks) * CHUNK, cn = imin(CHUNK, c - c0);
+  for (long long t = 0; t < tasks; t++) {
+    const int i = (int)(t / chunks), c0 = (int)(t % chunks) * CHUNK, cn = imin(CHUNK, c - c0);
     double acc[CHUNK];
     #pragma omp simd
     for (int k = 0; k < cn; k++) acc[k] = 0.0;
@@ -147,9 +153,9 @@ dsc_status *cpu_gap_backward(dsc_backend *be, int n, int hw, int c, float *dx,
   if (!dx || !dy) return dsc_errorf("gap_backward: dx, dy must not be NULL");
   cpu_impl *impl = cpu_impl_of(be);
   cpu_threads_enter(impl);
-  const int rows = n * hw;
+  const long long rows = (long long)n * hw;
 #pragma omp parallel for schedule(static) num_threads(impl->threads)
-  for (int r = 0; r < rows; r++) {
+  for (long long r = 0; r < rows; r++) {
     const float *restrict g = dy + (size_t)(r / hw) * c;
     float *restrict d = dx + (size_t)r * c;
     #pragma omp simd
