@@ -582,6 +582,24 @@ static void test_gemm_vs_ref(void) {
         CHECK_CLOSE("gemm", c2, c1, (size_t)m * ldc, TOL_FWD);
         free(a), free(b), free(c1), free(c2);
       }
+  /* k == 0: C = beta*C (C not read when beta == 0) */
+  float c0[4] = {1, 2, NAN, 4}, c1[4] = {1, 2, 3, 4};
+  CHECK_OK(cpu->gemm(cpu, 0, 0, 2, 2, 0, 1.0f, NULL, 1, NULL, 2, 0.0f, c0, 2));
+  CHECK_OK(cpu->gemm(cpu, 0, 0, 2, 2, 0, 1.0f, NULL, 1, NULL, 2, 0.5f, c1, 2));
+  CHECK(c0[0] == 0 && c0[2] == 0 && c1[0] == 0.5f && c1[3] == 2.0f, "gemm with k == 0");
+  /* a large product twice: identical bits (fixed thread count) */
+  {
+    const int m = 64, n = 2048, k = 512;
+    float *a = rand_buf((size_t)m * k, 1130, -1, 1), *b = rand_buf((size_t)n * k, 1131, -1, 1);
+    float *r1 = fill_buf((size_t)m * n, 0), *r2 = fill_buf((size_t)m * n, 0);
+    float *r_ref = fill_buf((size_t)m * n, 0);
+    CHECK_OK(cpu->gemm(cpu, 0, 1, m, n, k, 1.0f, a, k, b, k, 0.0f, r1, n));
+    CHECK_OK(cpu->gemm(cpu, 0, 1, m, n, k, 1.0f, a, k, b, k, 0.0f, r2, n));
+    CHECK_OK(ref->gemm(ref, 0, 1, m, n, k, 1.0f, a, k, b, k, 0.0f, r_ref, n));
+    CHECK(same_bits(r1, r2, (size_t)m * n * sizeof *r1), "gemm twice differs");
+    CHECK_CLOSE("gemm 64x2048x512", r1, r_ref, (size_t)m * n, TOL_FWD);
+    free(a), free(b), free(r1), free(r2), free(r_ref);
+  }
   float z = 0;
   CHECK_ERR(cpu->gemm(cpu, 0, 0, 2, 2, 2, 1, &z, 1, &z, 2, 0, &z, 2), "lda");
   cpu->destroy(cpu);

@@ -1,18 +1,18 @@
 /* cpu_backend.c: the fast CPU backend ("cpu"): its op table and constructor, thread
  * settings, host memory and the backend-owned scratch buffers. The ops live in cpu_conv.c
  * (oneDNN), cpu_bn.c, cpu_pool.c, cpu_elementwise.c, cpu_optim.c (OpenMP) and cpu_dense.c
- * (OpenBLAS); conventions in cpu_ops.h and backend.h.
+ * (oneDNN's sgemm); conventions in cpu_ops.h and backend.h.
  *
  * Each instance owns one oneDNN CPU engine and stream, created here, and no global state
- * of its own. But two settings it makes are process-wide by nature and are re-applied at
- * the start of every op, so instances with different thread counts coexist correctly as
- * long as they are not used at the same time from different threads:
- *   - omp_set_num_threads (the calling thread's OpenMP team size, which oneDNN follows),
- *   - openblas_set_num_threads (Debian's libopenblas is the pthread build).
+ * of its own. But its thread count is set through omp_set_num_threads, which sets the
+ * calling thread's OpenMP team size (what oneDNN follows too) and is therefore in effect
+ * process-wide when one thread drives the backend. It is re-applied at the start of every
+ * op, so instances with different thread counts coexist correctly as long as they are not
+ * used at the same time from different threads. Every thread the backend uses is an
+ * OpenMP thread: there is no second pool (no OpenBLAS, see cpu_dense.c).
  *
  * Memory is host memory: alloc is a zero-filled aligned_alloc with 64-byte alignment (size
  * rounded up to a multiple of 64, at least 64); upload/download are memcpy. */
-#include <cblas.h>
 #include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -132,7 +132,6 @@ dsc_status *dsc_backend_cpu_new(int threads, dsc_backend **out) {
   impl->threads = threads > 0 ? threads : omp_get_num_procs();
   if (impl->threads < 1) impl->threads = 1;
   cpu_threads_enter(impl);
-  openblas_set_num_threads(impl->threads);
 
   dnnl_status_t st = dnnl_engine_create(&impl->engine, dnnl_cpu, 0);
   if (st == dnnl_success) st = dnnl_stream_create(&impl->stream, impl->engine,

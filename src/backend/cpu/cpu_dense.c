@@ -1,20 +1,30 @@
-/* cpu_dense.c: the CPU backend's linear layers and general GEMM on OpenBLAS's cblas_sgemm
- * (conventions in cpu_ops.h and backend.h: row-major matrices, linear weights [out,in]).
+/* cpu_dense.c: the CPU backend's linear layers and general GEMM (conventions in cpu_ops.h
+ * and backend.h: row-major matrices, linear weights [out,in]).
  *
- * Debian's libopenblas is the pthread build with its own thread pool: every call first
- * sets its thread count to the backend's (openblas_set_num_threads, process-global), so
- * OpenBLAS and the OpenMP ops never both run more threads than the backend was given.
- * OpenBLAS partitions a GEMM the same way for a given size and thread count, so results
- * are reproducible for a fixed thread count. The bias gradient is a column sum in double. */
-#include <cblas.h>
+ * GEMM is oneDNN's dnnl_sgemm (row-major, fp32), not OpenBLAS, for two measured reasons
+ * (docs/performance.md, "CPU ops"): it runs on the same OpenMP threads as every other op,
+ * so no second thread pool spins beside them (Debian's OpenBLAS is the pthread build), and
+ * it is 2-6x faster here: OpenBLAS 0.3.21 does not recognize this CPU and falls back to its
+ * SSE3 "Prescott" kernels, and even with OPENBLAS_CORETYPE=SkylakeX its threaded GEMM
+ * trails oneDNN's. oneDNN splits a GEMM the same way for a given size and thread count, so
+ * results are reproducible for a fixed thread count. The bias gradient is a column sum in
+ * double. */
 #include <stddef.h>
 #include <string.h>
 
+#include <dnnl_debug.h>
+
 #include "backend/cpu/cpu_ops.h"
 
-static void dense_threads_enter(cpu_impl *impl) {
-  cpu_threads_enter(impl);
-  if (openblas_get_num_threads() != impl->threads) openblas_set_num_threads(impl->threads);
+/* C (m,n) = alpha * op(A) op(B) + beta * C, row-major, after the caller's checks. */
+static dsc_status *dense_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
+                               const float *a, int lda, const float *b, int ldb, float beta,
+                               float *c, int ldc) {
+  dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a,
+                                lda, b, ldb, beta, c, ldc);
+  if (st != dnnl_success)
+    return DSC_ERR_AT("oneDNN sgemm (m=%d n=%d k=%d): %s", m, n, k, dnnl_status2str(st));
+  return NULL;
 }
 
 static dsc_status *dense_shape_check(const char *op, int n, int in, int out) {
@@ -28,12 +38,10 @@ dsc_status *cpu_linear_forward(dsc_backend *be, int n, int in, int out, float *y
                                const float *x, const float *w, const float *b) {
   DSC_TRY(dense_shape_check("linear_forward", n, in, out));
   if (!y || !x || !w) return dsc_errorf("linear_forward: y, x, w must not be NULL");
-  dense_threads_enter(cpu_impl_of(be));
+  cpu_threads_enter(cpu_impl_of(be));
   if (b)
     for (int i = 0; i < n; i++) memcpy(y + (size_t)i * out, b, (size_t)out * sizeof *y);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, w, in,
-              b ? 1.0f : 0.0f, y, out);
-  return NULL;
+  return dense_sgemm(0, 1, n, out, in, 1.0f, x, in, w, in, b ? 1.0f : 0.0f, y, out);
 }
 
 /* dx (n,in) = dy * w (=, NULL skips); dw (out,in) += dy^T x; db += sum_n dy (NULL skips). */
@@ -44,13 +52,9 @@ dsc_status *cpu_linear_backward(dsc_backend *be, int n, int in, int out, float *
   if (dx && !w) return dsc_errorf("linear_backward: dx requested but w is NULL");
   if (dw && !x) return dsc_errorf("linear_backward: dw requested but x is NULL");
   cpu_impl *impl = cpu_impl_of(be);
-  dense_threads_enter(impl);
-  if (dx)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dy, out, w, in,
-                0.0f, dx, in);
-  if (dw)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f, dy, out, x, in,
-                1.0f, dw, in);
+  cpu_threads_enter(impl);
+  if (dx) DSC_TRY(dense_sgemm(0, 0, n, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in));
+  if (dw) DSC_TRY(dense_sgemm(1, 0, out, in, n, 1.0f, dy, out, x, in, 1.0f, dw, in));
   if (db) {
     double *acc = NULL;
     DSC_TRY(cpu_work_get(impl, (size_t)out * sizeof *acc, (void **)&acc));
@@ -79,8 +83,14 @@ dsc_status *cpu_gemm(dsc_backend *be, int trans_a, int trans_b, int m, int n, in
     return dsc_errorf("gemm: ldc %d is less than C's row length %d", ldc, n);
   if (m == 0 || n == 0) return NULL;
   if (!c || (k > 0 && (!a || !b))) return dsc_errorf("gemm: a, b, c must not be NULL");
-  dense_threads_enter(cpu_impl_of(be));
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-              trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  return NULL;
+  if (k == 0) { /* C = beta*C, without reading C when beta is 0 */
+    for (int i = 0; i < m; i++)
+      for (int j = 0; j < n; j++) {
+        float *cp = c + (size_t)i * ldc + j;
+        *cp = beta == 0.0f ? 0.0f : beta * *cp;
+      }
+    return NULL;
+  }
+  cpu_threads_enter(cpu_impl_of(be));
+  return dense_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }

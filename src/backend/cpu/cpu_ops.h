@@ -2,17 +2,15 @@
  * state and the op functions that cpu_backend.c puts into the dsc_backend table, one group
  * per source file.
  *
- * The CPU backend: oneDNN (C API) for convolution, OpenBLAS for GEMM, hand-written OpenMP
- * loops for everything memory-bound (batch norm with its residual/ReLU fusion, pooling,
- * elementwise, SGD, EMA). Conventions are backend.h's (NHWC activations, OIHW conv
+ * The CPU backend: oneDNN (C API) for convolution and GEMM, hand-written OpenMP loops for
+ * everything memory-bound (batch norm with its residual/ReLU fusion, pooling, elementwise,
+ * SGD, EMA). Conventions are backend.h's (NHWC activations, OIHW conv
  * weights, [out,in] linear weights, parameter gradients +=, activation gradients =).
  *
  * Threads: every op first calls cpu_threads_enter(), which sets OpenMP's thread count for
- * the calling thread (omp_set_num_threads; oneDNN's OpenMP runtime follows it); the dense
- * ops also set OpenBLAS's (openblas_set_num_threads, process-global in Debian's pthread
- * OpenBLAS). Loops split work into static contiguous ranges per thread, and every
- * reduction combines per-thread partials in thread order, so results are bitwise
- * reproducible for a fixed thread count.
+ * the calling thread (omp_set_num_threads; oneDNN's OpenMP runtime follows it). Loops split
+ * work into static contiguous ranges per thread, and every reduction combines per-thread
+ * partials in thread order, so results are bitwise reproducible for a fixed thread count.
  *
  * One instance is not reentrant: ops of one backend must not run concurrently (they share
  * the oneDNN stream, the primitive cache and the scratch buffers). Two instances may. */
@@ -34,7 +32,7 @@ typedef struct cpu_buffer {
 } cpu_buffer;
 
 typedef struct cpu_impl {
-  int threads; /* OpenMP / OpenBLAS threads used by every op */
+  int threads; /* OpenMP threads used by every op (oneDNN's included) */
   dnnl_engine_t engine;
   dnnl_stream_t stream;
   /* Shared by every op, which is possible because one op runs at a time: */
