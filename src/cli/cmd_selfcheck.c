@@ -23,7 +23,7 @@ int cmd_selfcheck(int argc, char **argv) {
       {"size", 1, "224", "input height and width", NULL},
       {"batch", 1, "2", "images per step", NULL},
       {"steps", 1, "2", "training steps", NULL},
-      {"lr", 1, "0.05", "learning rate", NULL},
+      {"lr", 1, "0.001", "learning rate", NULL},
       {"threads", 1, "0", "CPU threads (0: all cores)", NULL},
       {"seed", 1, "0", "seed of the initialization and the synthetic batch", NULL},
       {"save", 1, NULL, "write the trained backbone (torchvision keys) to this .safetensors", NULL},
