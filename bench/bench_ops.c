@@ -5,7 +5,7 @@
  *
  *   make build/libdsc.a
  *   cc -O3 -march=native -std=c11 -D_GNU_SOURCE -fopenmp -Iinclude -Isrc bench/bench_ops.c \
- *      build/libdsc.a -ldnnl -lopenblas -lm -o build/bench_ops
+ *      build/libdsc.a -ldnnl -lm -o build/bench_ops
  *   build/bench_ops [--arch resnet50|resnet18] [--size 224] [--batch 8] [--threads 2] [--reps 5]
  *
  * Every op of every layer runs `reps` times after one warm-up call (which creates the
