@@ -4,20 +4,21 @@
 #   make asan       the tests under AddressSanitizer + UBSan (separate build folder)
 #   make fuzz       libFuzzer harness for the safetensors reader (clang)
 #   make golden     regenerate tests/golden/ with tools/reference/ (needs python3-torch)
+#   make bench      build/bench_ops, the per-op benchmark (docs/performance.md)
 
 BUILD   ?= build
 CC      ?= cc
 OPT     ?= -O3 -march=native
 CFLAGS  ?= $(OPT) -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fopenmp -Iinclude -Isrc -MMD -MP
-LDLIBS  += -ldnnl -lopenblas -ljansson -lturbojpeg -lpng -lz -lm -lpthread
+LDLIBS  += -ldnnl -ljansson -lturbojpeg -lpng -lz -lm -lpthread
 LDFLAGS += -fopenmp
 
 # ---- optional parts: detected, reported, never required ----
 NVCC := $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 MPICC := $(shell command -v mpicc 2>/dev/null)
 DNNL_VERSION := $(shell awk '/define DNNL_VERSION_(MAJOR|MINOR|PATCH)/{v = v (v ? "." : "") $$3} END {print v}' /usr/include/oneapi/dnnl/dnnl_version.h 2>/dev/null)
-$(info dsc build: CPU backend (oneDNN $(DNNL_VERSION), OpenBLAS) - always)
+$(info dsc build: CPU backend (oneDNN $(DNNL_VERSION)) - always)
 $(info dsc build: CUDA: $(if $(NVCC),nvcc found at $(NVCC) - no CUDA backend in this version yet,not found - CPU only))
 $(info dsc build: MPI:  $(if $(MPICC),mpicc found at $(MPICC) - no dist/ layer in this version yet,not found - single process))
 
@@ -30,7 +31,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test asan fuzz golden clean
+.PHONY: all test asan fuzz golden bench clean
 all: $(BUILD)/libdsc.a bin/dsc
 
 $(BUILD)/%.o: %.c
@@ -60,6 +61,11 @@ fuzz:
 	@mkdir -p $(BUILD)/fuzz
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc \
 	  -o $(BUILD)/fuzz/fuzz_safetensors tests/fuzz/fuzz_safetensors.c src/io/safetensors.c src/core/status.c src/core/dtype.c -ljansson
+
+bench: $(BUILD)/bench_ops
+
+$(BUILD)/bench_ops: bench/bench_ops.c $(BUILD)/libdsc.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libdsc.a $(LDLIBS)
 
 golden:
 	/usr/bin/python3 tools/reference/make_golden.py tests/golden

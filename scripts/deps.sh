@@ -6,8 +6,7 @@ set -euo pipefail
 
 packages=(
   build-essential pkg-config            # compiler, make
-  libdnnl-dev                           # oneDNN: CPU convolution, BN, pooling
-  libopenblas-dev                       # GEMM
+  libdnnl-dev                           # oneDNN: CPU convolution and GEMM (dnnl_sgemm)
   libjansson-dev                        # JSON (safetensors headers, metrics)
   libturbojpeg0-dev libpng-dev zlib1g-dev  # image decoding
   clang libclang-rt-dev                 # libFuzzer harness, sanitizer runtimes

@@ -222,7 +222,7 @@ static dsc_status *parse_tensor(const char *label, const char *name, json_t *val
     return tensor_fail(label, name, "data_offsets [%llu, %llu] end before they begin",
                        (unsigned long long)t->begin, (unsigned long long)t->end);
 
-  uint64_t numel, nbytes;
+  uint64_t numel = 0, nbytes = 0;
   bool fits = shape_numel(t->shape, t->ndim, &numel) &&
               !__builtin_mul_overflow(numel, (uint64_t)dsc_dtype_size(t->dtype), &nbytes);
   if (fits && nbytes == t->end - t->begin) return NULL;
@@ -631,7 +631,7 @@ dsc_status *dsc_st_writer_add(dsc_st_writer *w, const char *name, dsc_dtype dtyp
     if (shape[d] < 0)
       return dsc_errorf("safetensors writer: tensor %s: negative dim %lld", q.s,
                         (long long)shape[d]);
-  uint64_t numel, nbytes;
+  uint64_t numel = 0, nbytes = 0;
   if (!shape_numel(shape, ndim, &numel) ||
       __builtin_mul_overflow(numel, (uint64_t)dsc_dtype_size(dtype), &nbytes) ||
       nbytes > (uint64_t)INT64_MAX)

@@ -2,6 +2,8 @@
 """Interop check (issue #2, item 9), run by tests/cli/test_interop.sh.
 
   interop_check.py make-image OUT.png            a 224x224 RGB mosaic of Fashion-MNIST photos
+  interop_check.py load ARCH WEIGHTS             loads dsc's weights into torchvision's ARCH
+                                                 (only fc.* may be missing, nothing unexpected)
   interop_check.py check WEIGHTS IMAGE EMBED     loads dsc's weights into torchvision's resnet50
                                                  (only fc.* may be missing), runs it in eval mode
                                                  on the same preprocessed image and compares C5
@@ -97,6 +99,14 @@ def check(weights_path, image_path, embed_path):
 if __name__ == "__main__":
     if sys.argv[1] == "make-image":
         make_image(sys.argv[2])
+    elif sys.argv[1] == "load":
+        net = getattr(torchvision.models, sys.argv[2])()
+        res = net.load_state_dict(read_safetensors(sys.argv[3]), strict=False)
+        ok = sorted(res.missing_keys) == ["fc.bias", "fc.weight"] and not res.unexpected_keys
+        print(("ok " if ok else "FAIL ") + f"{sys.argv[2]} load_state_dict: missing "
+              f"{res.missing_keys}, unexpected {res.unexpected_keys}")
+        print(f"#summary {int(ok)} passed, {int(not ok)} failed")
+        sys.exit(0 if ok else 1)
     elif sys.argv[1] == "check":
         sys.exit(0 if check(*sys.argv[2:5]) else 1)
     else:
