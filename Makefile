@@ -7,6 +7,7 @@
 #   make bench      build/bench_ops, the per-op benchmark (docs/performance.md)
 
 BUILD   ?= build
+BIN_DIR ?= bin
 CC      ?= cc
 OPT     ?= -O3 -march=native
 CFLAGS  ?= $(OPT) -g
@@ -32,7 +33,7 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
 .PHONY: all test asan fuzz golden bench clean
-all: $(BUILD)/libdsc.a bin/dsc
+all: $(BUILD)/libdsc.a $(BIN_DIR)/dsc
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -42,8 +43,8 @@ $(BUILD)/libdsc.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-bin/dsc: $(CLI_OBJ) $(BUILD)/libdsc.a
-	@mkdir -p bin
+$(BIN_DIR)/dsc: $(CLI_OBJ) $(BUILD)/libdsc.a
+	@mkdir -p $(BIN_DIR)
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libdsc.a $(LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c $(BUILD)/libdsc.a tests/test.h
@@ -51,10 +52,10 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/libdsc.a tests/test.h
 	$(CC) $(CFLAGS) $(LDFLAGS) -Itests -o $@ $< $(BUILD)/libdsc.a $(LDLIBS)
 
 test: all $(TEST_BIN)
-	@DSC_BIN=$(abspath bin/dsc) scripts/run_tests.sh $(TEST_BIN) $(TEST_SH)
+	@DSC_BIN=$(abspath $(BIN_DIR)/dsc) scripts/run_tests.sh $(TEST_BIN) $(TEST_SH)
 
 asan:
-	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	$(MAKE) BUILD=build-asan BIN_DIR=build-asan/bin OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	  LDFLAGS="-fopenmp -fsanitize=address,undefined" DSC_ASAN=1 test
 
 fuzz:
