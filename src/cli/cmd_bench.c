@@ -4,17 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/synthetic.h"
-
-static double now_s(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -57,9 +50,9 @@ int cmd_bench(int argc, char **argv) {
   dsc_status *st = synthetic_init(&r, &cfg, (int)batch, (int)size, (int)threads, 0);
   double *times = calloc((size_t)steps, sizeof *times), loss = 0;
   for (long s = 0; !st && s < warmup + steps; s++) {
-    double t = now_s();
+    double t = synthetic_now_s();
     st = synthetic_step(&r, 0.01f, &loss);
-    if (s >= warmup) times[s - warmup] = now_s() - t;
+    if (s >= warmup) times[s - warmup] = synthetic_now_s() - t;
   }
   if (st) {
     free(times);

@@ -4,17 +4,10 @@
  * finite. The quick check that an installation works, until pretraining is the main job. */
 #include <math.h>
 #include <stdio.h>
-#include <time.h>
 
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/synthetic.h"
-
-static double now_s(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 int cmd_selfcheck(int argc, char **argv) {
   cli_option opts[] = {
@@ -56,7 +49,7 @@ int cmd_selfcheck(int argc, char **argv) {
   printf("dsc selfcheck: %s (%s stem), batch %ld of %ldx%ld, %ld step(s)\n", cli_get(&a, "arch"),
          cfg.small_stem ? "small" : "standard", batch, size, size, steps);
   synthetic_run r;
-  double t0 = now_s();
+  double t0 = synthetic_now_s();
   dsc_status *st = synthetic_init(&r, &cfg, (int)batch, (int)size, (int)threads, (uint64_t)seed);
   if (st) {
     synthetic_free(&r);
@@ -66,19 +59,19 @@ int cmd_selfcheck(int argc, char **argv) {
   for (int i = 0; i < r.model.table.count; i++)
     if (r.model.table.entries[i].role == DSC_ROLE_PARAM) n_params += r.model.table.entries[i].numel;
   printf("  model: %d tensors, %.2fM parameters, built and initialized in %.2f s\n",
-         r.model.table.count, n_params / 1e6, now_s() - t0);
+         r.model.table.count, n_params / 1e6, synthetic_now_s() - t0);
   int ok = 1;
   double first = NAN, last = NAN;
   for (long s = 0; s < steps && ok; s++) {
-    double loss, t = now_s();
+    double loss, t = synthetic_now_s();
     st = synthetic_step(&r, (float)lr, &loss);
     if (st) {
       ok = 0;
       cli_report(st);
       break;
     }
-    printf("  step %ld: loss %.6f, %.3f s (%.1f img/s)\n", s, loss, now_s() - t,
-           batch / (now_s() - t));
+    printf("  step %ld: loss %.6f, %.3f s (%.1f img/s)\n", s, loss, synthetic_now_s() - t,
+           batch / (synthetic_now_s() - t));
     if (!isfinite(loss)) {
       fprintf(stderr, "dsc: error: non-finite loss at step %ld\n", s);
       ok = 0;

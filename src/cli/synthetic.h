@@ -20,6 +20,8 @@ void synthetic_free(synthetic_run *r);
 
 /* Parses --arch/--stem values into a configuration; errors name the option. */
 dsc_status *synthetic_parse_model(const char *arch, const char *stem, dsc_resnet_config *cfg);
+/* Monotonic clock in seconds. */
+double synthetic_now_s(void);
 /* Peak resident set size of this process in MiB. */
 double synthetic_peak_rss_mb(void);
 
