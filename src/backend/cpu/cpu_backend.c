@@ -1,7 +1,8 @@
 /* cpu_backend.c: the fast CPU backend ("cpu"): its op table and constructor, thread
  * settings, host memory and the backend-owned scratch buffers. The ops live in cpu_conv.c
  * (oneDNN), cpu_bn.c, cpu_pool.c, cpu_elementwise.c, cpu_optim.c (OpenMP) and cpu_dense.c
- * (oneDNN's sgemm); conventions in cpu_ops.h and backend.h.
+ * (oneDNN's sgemm); conventions in cpu_ops.h and backend.h. bn_update_running and the
+ * argument checks are shared with the reference backend (backend_check.c).
  *
  * Each instance owns one oneDNN CPU engine and stream, created here, and no global state
  * of its own. But its thread count is set through omp_set_num_threads, which sets the
@@ -152,7 +153,7 @@ dsc_status *dsc_backend_cpu_new(int threads, dsc_backend **out) {
   be->bn_forward_train = cpu_bn_forward_train;
   be->bn_forward_eval = cpu_bn_forward_eval;
   be->bn_backward = cpu_bn_backward;
-  be->bn_update_running = cpu_bn_update_running;
+  be->bn_update_running = backend_bn_update_running_host;
   be->relu_forward = cpu_relu_forward;
   be->relu_backward = cpu_relu_backward;
   be->add_inplace = cpu_add_inplace;

@@ -26,25 +26,6 @@
 
 #include "backend/cpu/cpu_ops.h"
 
-static dsc_status *bn_shape_check(const char *op, const dsc_bn_shape *s, int training) {
-  if (!s) return dsc_errorf("%s: shape is NULL", op);
-  if (s->n < 1 || s->h < 1 || s->w < 1 || s->c < 1)
-    return dsc_errorf("%s: sizes must be >= 1 (n=%d h=%d w=%d c=%d)", op, s->n, s->h, s->w,
-                      s->c);
-  if (!(s->eps >= 0.0f) || isinf(s->eps))
-    return dsc_errorf("%s: eps %g must be finite and >= 0", op, (double)s->eps);
-  if (!training) return NULL;
-  if (s->groups < 1) return dsc_errorf("%s: groups %d must be >= 1", op, s->groups);
-  if (s->n % s->groups != 0)
-    return dsc_errorf("%s: groups %d does not divide the batch n=%d", op, s->groups, s->n);
-  long long m = (long long)(s->n / s->groups) * s->h * s->w;
-  if (m < 2)
-    return dsc_errorf("%s: each of the %d groups holds %lld value(s) per channel; training "
-                      "batch norm needs more than 1 (n=%d h=%d w=%d)",
-                      op, s->groups, m, s->n, s->h, s->w);
-  return NULL;
-}
-
 /* One pixel's normalization: y = act((x - mean)*scale + beta [+ r]). Inlined with
  * constant flags so each variant becomes its own vector loop. ReLU keeps NaN. */
 static inline __attribute__((always_inline)) void bn_apply_pixel(float *restrict y, const float *restrict x,
@@ -93,9 +74,7 @@ static void bn_stats_range(double *acc, const float *x, int C, size_t m, size_t 
 dsc_status *cpu_bn_forward_train(dsc_backend *be, const dsc_bn_shape *s, float *y,
                                  float *save_mean, float *save_var, const float *x,
                                  const float *gamma, const float *beta, const float *residual) {
-  DSC_TRY(bn_shape_check("bn_forward_train", s, 1));
-  if (!y || !save_mean || !save_var || !x || !gamma || !beta)
-    return dsc_errorf("bn_forward_train: y, save_mean, save_var, x, gamma, beta must not be NULL");
+  DSC_TRY(backend_check_bn_forward_train(s, y, save_mean, save_var, x, gamma, beta));
   cpu_impl *impl = cpu_impl_of(be);
   cpu_threads_enter(impl);
   const int T = impl->threads, C = s->c, G = s->groups;
@@ -138,14 +117,8 @@ dsc_status *cpu_bn_forward_eval(dsc_backend *be, const dsc_bn_shape *s, float *y
                                 const float *x, const float *gamma, const float *beta,
                                 const float *running_mean, const float *running_var,
                                 const float *residual) {
-  DSC_TRY(bn_shape_check("bn_forward_eval", s, 0));
-  if (!y || !x || !gamma || !beta || !running_mean || !running_var)
-    return dsc_errorf("bn_forward_eval: y, x, gamma, beta, running stats must not be NULL");
+  DSC_TRY(backend_check_bn_forward_eval(s, y, x, gamma, beta, running_mean, running_var));
   const int C = s->c;
-  for (int c = 0; c < C; c++)
-    if (!(running_var[c] + s->eps > 0.0f))
-      return dsc_errorf("bn_forward_eval: running_var[%d] + eps = %g is not positive", c,
-                        (double)running_var[c] + (double)s->eps);
   cpu_impl *impl = cpu_impl_of(be);
   cpu_threads_enter(impl);
   const int T = impl->threads;
@@ -210,10 +183,7 @@ dsc_status *cpu_bn_backward(dsc_backend *be, const dsc_bn_shape *s, float *dx, f
                             float *dbeta, float *dresidual, const float *dy, const float *x,
                             const float *y, const float *gamma, const float *save_mean,
                             const float *save_var) {
-  DSC_TRY(bn_shape_check("bn_backward", s, 1));
-  if (!dy || !x || !gamma || !save_mean || !save_var)
-    return dsc_errorf("bn_backward: dy, x, gamma, save_mean, save_var must not be NULL");
-  if (s->relu && !y) return dsc_errorf("bn_backward: relu is set but y is NULL");
+  DSC_TRY(backend_check_bn_backward(s, dy, x, y, gamma, save_mean, save_var));
   cpu_impl *impl = cpu_impl_of(be);
   cpu_threads_enter(impl);
   const int T = impl->threads, C = s->c, G = s->groups, relu = s->relu;
@@ -269,31 +239,6 @@ dsc_status *cpu_bn_backward(dsc_backend *be, const dsc_bn_shape *s, float *dx, f
           bn_dx_pixel(dx + o, dzsrc + o, NULL, x + o, mg, k1 + g * C, k2 + g * C, k3 + g * C, C, 0);
       }
     }
-  }
-  return NULL;
-}
-
-dsc_status *cpu_bn_update_running(dsc_backend *be, const dsc_bn_shape *s, float *running_mean,
-                                  float *running_var, const float *save_mean,
-                                  const float *save_var, float momentum) {
-  DSC_TRY(bn_shape_check("bn_update_running", s, 1));
-  if (!running_mean || !running_var || !save_mean || !save_var)
-    return dsc_errorf("bn_update_running: running and saved statistics must not be NULL");
-  if (!(momentum >= 0.0f && momentum <= 1.0f))
-    return dsc_errorf("bn_update_running: momentum %g is outside [0,1]", (double)momentum);
-  const int C = s->c, G = s->groups;
-  const double m = (double)((size_t)(s->n / G) * s->h * s->w);
-  const double mom = (double)momentum;
-  for (int c = 0; c < C; c++) {
-    double mean_avg = 0.0, var_avg = 0.0;
-    for (int g = 0; g < G; g++) {
-      mean_avg += (double)save_mean[(size_t)g * C + c];
-      var_avg += (double)save_var[(size_t)g * C + c] * m / (m - 1.0);
-    }
-    mean_avg /= G;
-    var_avg /= G;
-    running_mean[c] = (float)((1.0 - mom) * (double)running_mean[c] + mom * mean_avg);
-    running_var[c] = (float)((1.0 - mom) * (double)running_var[c] + mom * var_avg);
   }
   return NULL;
 }

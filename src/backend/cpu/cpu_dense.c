@@ -27,17 +27,10 @@ static dsc_status *dense_sgemm(int trans_a, int trans_b, int m, int n, int k, fl
   return NULL;
 }
 
-static dsc_status *dense_shape_check(const char *op, int n, int in, int out) {
-  if (n < 1 || in < 1 || out < 1)
-    return dsc_errorf("%s: sizes must be >= 1 (n=%d in=%d out=%d)", op, n, in, out);
-  return NULL;
-}
-
 /* y (n,out) = x (n,in) * w^T + b */
 dsc_status *cpu_linear_forward(dsc_backend *be, int n, int in, int out, float *y,
                                const float *x, const float *w, const float *b) {
-  DSC_TRY(dense_shape_check("linear_forward", n, in, out));
-  if (!y || !x || !w) return dsc_errorf("linear_forward: y, x, w must not be NULL");
+  DSC_TRY(backend_check_linear_forward(n, in, out, y, x, w));
   cpu_threads_enter(cpu_impl_of(be));
   if (b)
     for (int i = 0; i < n; i++) memcpy(y + (size_t)i * out, b, (size_t)out * sizeof *y);
@@ -47,10 +40,7 @@ dsc_status *cpu_linear_forward(dsc_backend *be, int n, int in, int out, float *y
 /* dx (n,in) = dy * w (=, NULL skips); dw (out,in) += dy^T x; db += sum_n dy (NULL skips). */
 dsc_status *cpu_linear_backward(dsc_backend *be, int n, int in, int out, float *dx, float *dw,
                                 float *db, const float *dy, const float *x, const float *w) {
-  DSC_TRY(dense_shape_check("linear_backward", n, in, out));
-  if (!dy) return dsc_errorf("linear_backward: dy must not be NULL");
-  if (dx && !w) return dsc_errorf("linear_backward: dx requested but w is NULL");
-  if (dw && !x) return dsc_errorf("linear_backward: dw requested but x is NULL");
+  DSC_TRY(backend_check_linear_backward(n, in, out, dx, dw, dy, x, w));
   cpu_impl *impl = cpu_impl_of(be);
   cpu_threads_enter(impl);
   if (dx) DSC_TRY(dense_sgemm(0, 0, n, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in));
@@ -72,17 +62,8 @@ dsc_status *cpu_linear_backward(dsc_backend *be, int n, int in, int out, float *
 dsc_status *cpu_gemm(dsc_backend *be, int trans_a, int trans_b, int m, int n, int k,
                      float alpha, const float *a, int lda, const float *b, int ldb, float beta,
                      float *c, int ldc) {
-  if (m < 0 || n < 0 || k < 0)
-    return dsc_errorf("gemm: sizes must be >= 0 (m=%d n=%d k=%d)", m, n, k);
-  const int a_cols = trans_a ? m : k, b_cols = trans_b ? k : n;
-  if (lda < (a_cols > 1 ? a_cols : 1))
-    return dsc_errorf("gemm: lda %d is less than A's stored row length %d", lda, a_cols);
-  if (ldb < (b_cols > 1 ? b_cols : 1))
-    return dsc_errorf("gemm: ldb %d is less than B's stored row length %d", ldb, b_cols);
-  if (ldc < (n > 1 ? n : 1))
-    return dsc_errorf("gemm: ldc %d is less than C's row length %d", ldc, n);
+  DSC_TRY(backend_check_gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc));
   if (m == 0 || n == 0) return NULL;
-  if (!c || (k > 0 && (!a || !b))) return dsc_errorf("gemm: a, b, c must not be NULL");
   if (k == 0) { /* C = beta*C, without reading C when beta is 0 */
     for (int i = 0; i < m; i++)
       for (int j = 0; j < n; j++) {

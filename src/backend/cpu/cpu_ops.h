@@ -6,6 +6,9 @@
  * everything memory-bound (batch norm with its residual/ReLU fusion, pooling, elementwise,
  * SGD, EMA). Conventions are backend.h's (NHWC activations, OIHW conv
  * weights, [out,in] linear weights, parameter gradients +=, activation gradients =).
+ * Arguments are validated by the checks shared with the reference backend
+ * (backend_check.h), and bn_update_running is the shared host loop
+ * backend_bn_update_running_host.
  *
  * Threads: every op first calls cpu_threads_enter(), which sets OpenMP's thread count for
  * the calling thread (omp_set_num_threads; oneDNN's OpenMP runtime follows it). Loops split
@@ -22,6 +25,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/backend_check.h"
 
 typedef struct cpu_conv_entry cpu_conv_entry; /* cpu_conv.c */
 
@@ -92,9 +96,6 @@ dsc_status *cpu_bn_backward(dsc_backend *be, const dsc_bn_shape *s, float *dx, f
                             float *dbeta, float *dresidual, const float *dy, const float *x,
                             const float *y, const float *gamma, const float *save_mean,
                             const float *save_var);
-dsc_status *cpu_bn_update_running(dsc_backend *be, const dsc_bn_shape *s, float *running_mean,
-                                  float *running_var, const float *save_mean,
-                                  const float *save_var, float momentum);
 
 /* cpu_pool.c */
 dsc_status *cpu_maxpool_forward(dsc_backend *be, const dsc_pool_shape *s, float *y,

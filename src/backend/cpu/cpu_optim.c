@@ -2,7 +2,6 @@
  * each over a whole blob (conventions in cpu_ops.h and backend.h; formulas METHOD.md §5).
  * Each element is computed in double and rounded where PyTorch stores (buf, p, shadow),
  * like the reference backend, so the two agree bit for bit; the loops stay memory-bound. */
-#include <math.h>
 #include <omp.h>
 #include <stddef.h>
 
@@ -16,18 +15,8 @@
  * buf may be NULL only when momentum is 0. */
 dsc_status *cpu_sgd_step(dsc_backend *be, size_t n, float *p, const float *g, float *buf,
                          float lr, float momentum, float weight_decay, int nesterov) {
-  if (!(lr >= 0.0f) || isinf(lr))
-    return dsc_errorf("sgd_step: lr %g must be finite and >= 0", (double)lr);
-  if (!(momentum >= 0.0f) || isinf(momentum))
-    return dsc_errorf("sgd_step: momentum %g must be finite and >= 0", (double)momentum);
-  if (!(weight_decay >= 0.0f) || isinf(weight_decay))
-    return dsc_errorf("sgd_step: weight_decay %g must be finite and >= 0", (double)weight_decay);
-  if (nesterov && momentum <= 0.0f)
-    return dsc_errorf("sgd_step: nesterov needs momentum > 0 (got %g)", (double)momentum);
+  DSC_TRY(backend_check_sgd(n, p, g, buf, lr, momentum, weight_decay, nesterov));
   if (n == 0) return NULL;
-  if (!p || !g) return dsc_errorf("sgd_step: p and g must not be NULL");
-  if (!buf && momentum != 0.0f)
-    return dsc_errorf("sgd_step: momentum %g needs a buffer, got NULL", (double)momentum);
   cpu_impl *impl = cpu_impl_of(be);
   cpu_threads_enter(impl);
   const int T = n >= CPU_OPT_PARALLEL_MIN ? impl->threads : 1;
@@ -64,9 +53,8 @@ dsc_status *cpu_sgd_step(dsc_backend *be, size_t n, float *p, const float *g, fl
 
 /* shadow = m*shadow + (1-m)*p */
 dsc_status *cpu_ema(dsc_backend *be, size_t n, float *shadow, const float *p, float m) {
-  if (!(m >= 0.0f && m <= 1.0f)) return dsc_errorf("ema: m %g is outside [0,1]", (double)m);
+  DSC_TRY(backend_check_ema(n, shadow, p, m));
   if (n == 0) return NULL;
-  if (!shadow || !p) return dsc_errorf("ema: shadow and p must not be NULL");
   cpu_impl *impl = cpu_impl_of(be);
   cpu_threads_enter(impl);
   const int T = n >= CPU_OPT_PARALLEL_MIN ? impl->threads : 1;

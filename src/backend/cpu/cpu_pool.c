@@ -19,25 +19,6 @@
 
 #include "backend/cpu/cpu_ops.h"
 
-static dsc_status *pool_shape_check(const char *op, const dsc_pool_shape *s) {
-  if (!s) return dsc_errorf("%s: shape is NULL", op);
-  if (s->n < 1 || s->h < 1 || s->w < 1 || s->c < 1)
-    return dsc_errorf("%s: sizes must be >= 1 (n=%d h=%d w=%d c=%d)", op, s->n, s->h, s->w,
-                      s->c);
-  if (s->k < 1) return dsc_errorf("%s: kernel %d must be >= 1", op, s->k);
-  if (s->stride < 1) return dsc_errorf("%s: stride %d must be >= 1", op, s->stride);
-  if (s->pad < 0 || s->pad > s->k / 2)
-    return dsc_errorf("%s: pad %d must be in [0, kernel/2 = %d]", op, s->pad, s->k / 2);
-  /* pad <= k/2 keeps h + 2*pad within range once h*w fits argmax's int32 */
-  if ((long long)s->h * s->w > INT32_MAX)
-    return dsc_errorf("%s: image %dx%d has more pixels than argmax (int32) can index", op,
-                      s->h, s->w);
-  if ((long long)s->h + 2LL * s->pad < s->k || (long long)s->w + 2LL * s->pad < s->k)
-    return dsc_errorf("%s: padded input %lldx%lld is smaller than the kernel %d", op,
-                      (long long)s->h + 2LL * s->pad, (long long)s->w + 2LL * s->pad, s->k);
-  return NULL;
-}
-
 static inline int imin(int a, int b) { return a < b ? a : b; }
 static inline int imax(int a, int b) { return a > b ? a : b; }
 /* ceil(a / b) for b > 0 and any sign of a */
@@ -45,8 +26,7 @@ static inline int div_ceil(int a, int b) { return a >= 0 ? (a + b - 1) / b : -(-
 
 dsc_status *cpu_maxpool_forward(dsc_backend *be, const dsc_pool_shape *s, float *y,
                                 int32_t *argmax, const float *x) {
-  DSC_TRY(pool_shape_check("maxpool_forward", s));
-  if (!y || !argmax || !x) return dsc_errorf("maxpool_forward: y, argmax, x must not be NULL");
+  DSC_TRY(backend_check_maxpool_forward(s, y, argmax, x));
   cpu_impl *impl = cpu_impl_of(be);
   cpu_threads_enter(impl);
   const int H = s->h, W = s->w, C = s->c, K = s->k, st = s->stride, pad = s->pad;
@@ -87,9 +67,7 @@ dsc_status *cpu_maxpool_forward(dsc_backend *be, const dsc_pool_shape *s, float 
 
 dsc_status *cpu_maxpool_backward(dsc_backend *be, const dsc_pool_shape *s, float *dx,
                                  const float *dy, const int32_t *argmax) {
-  DSC_TRY(pool_shape_check("maxpool_backward", s));
-  if (!dx || !dy || !argmax)
-    return dsc_errorf("maxpool_backward: dx, dy, argmax must not be NULL");
+  DSC_TRY(backend_check_maxpool_backward(s, dx, dy, argmax));
   cpu_impl *impl = cpu_impl_of(be);
   cpu_threads_enter(impl);
   const int H = s->h, W = s->w, C = s->c, K = s->k, st = s->stride, pad = s->pad;
@@ -122,9 +100,7 @@ dsc_status *cpu_maxpool_backward(dsc_backend *be, const dsc_pool_shape *s, float
 }
 
 dsc_status *cpu_gap_forward(dsc_backend *be, int n, int hw, int c, float *y, const float *x) {
-  if (n < 1 || hw < 1 || c < 1)
-    return dsc_errorf("gap_forward: sizes must be >= 1 (n=%d hw=%d c=%d)", n, hw, c);
-  if (!y || !x) return dsc_errorf("gap_forward: y, x must not be NULL");
+  DSC_TRY(backend_check_gap_forward(n, hw, c, y, x));
   cpu_impl *impl = cpu_impl_of(be);
   cpu_threads_enter(impl);
   enum { CHUNK = 64 };
@@ -148,9 +124,7 @@ dsc_status *cpu_gap_forward(dsc_backend *be, int n, int hw, int c, float *y, con
 
 dsc_status *cpu_gap_backward(dsc_backend *be, int n, int hw, int c, float *dx,
                              const float *dy) {
-  if (n < 1 || hw < 1 || c < 1)
-    return dsc_errorf("gap_backward: sizes must be >= 1 (n=%d hw=%d c=%d)", n, hw, c);
-  if (!dx || !dy) return dsc_errorf("gap_backward: dx, dy must not be NULL");
+  DSC_TRY(backend_check_gap_backward(n, hw, c, dx, dy));
   cpu_impl *impl = cpu_impl_of(be);
   cpu_threads_enter(impl);
   const long long rows = (long long)n * hw;

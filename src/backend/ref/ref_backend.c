@@ -1,6 +1,7 @@
 /* ref_backend.c: the reference backend ("ref"): its op table and constructor, host memory,
  * elementwise ops, SGD and EMA. The arithmetic ops live in ref_conv.c, ref_bn.c,
- * ref_pool.c and ref_dense.c (conventions in ref_ops.h and backend.h).
+ * ref_pool.c and ref_dense.c (conventions in ref_ops.h and backend.h); bn_update_running
+ * and the argument checks are shared with the CPU backend (backend_check.c).
  *
  * Memory is host memory: alloc is a zero-filled aligned_alloc with 64-byte alignment (size
  * rounded up to a multiple of 64, at least 64), upload/download are memcpy. The backend
@@ -82,18 +83,8 @@ static dsc_status *ref_add_inplace(dsc_backend *be, float *y, const float *x, si
  * be NULL only when momentum is 0 (PyTorch keeps no buffer then). */
 static dsc_status *ref_sgd_step(dsc_backend *be, size_t n, float *p, const float *g, float *buf,
                                 float lr, float momentum, float weight_decay, int nesterov) {
-  if (!(lr >= 0.0f) || isinf(lr))
-    return dsc_errorf("sgd_step: lr %g must be finite and >= 0", (double)lr);
-  if (!(momentum >= 0.0f) || isinf(momentum))
-    return dsc_errorf("sgd_step: momentum %g must be finite and >= 0", (double)momentum);
-  if (!(weight_decay >= 0.0f) || isinf(weight_decay))
-    return dsc_errorf("sgd_step: weight_decay %g must be finite and >= 0", (double)weight_decay);
-  if (nesterov && momentum <= 0.0f)
-    return dsc_errorf("sgd_step: nesterov needs momentum > 0 (got %g)", (double)momentum);
+  DSC_TRY(backend_check_sgd(n, p, g, buf, lr, momentum, weight_decay, nesterov));
   if (n == 0) return NULL;
-  if (!p || !g) return dsc_errorf("sgd_step: p and g must not be NULL");
-  if (!buf && momentum != 0.0f)
-    return dsc_errorf("sgd_step: momentum %g needs a buffer, got NULL", (double)momentum);
   const double dlr = lr, mom = momentum, wd = weight_decay;
   for (size_t i = 0; i < n; i++) {
     double gp = (double)g[i] + wd * (double)p[i];
@@ -110,9 +101,8 @@ static dsc_status *ref_sgd_step(dsc_backend *be, size_t n, float *p, const float
 
 /* shadow = m*shadow + (1-m)*p (the momentum encoder, METHOD.md §5). */
 static dsc_status *ref_ema(dsc_backend *be, size_t n, float *shadow, const float *p, float m) {
-  if (!(m >= 0.0f && m <= 1.0f)) return dsc_errorf("ema: m %g is outside [0,1]", (double)m);
+  DSC_TRY(backend_check_ema(n, shadow, p, m));
   if (n == 0) return NULL;
-  if (!shadow || !p) return dsc_errorf("ema: shadow and p must not be NULL");
   const double dm = m;
   for (size_t i = 0; i < n; i++)
     shadow[i] = (float)(dm * (double)shadow[i] + (1.0 - dm) * (double)p[i]);
@@ -139,7 +129,7 @@ dsc_status *dsc_backend_ref_new(dsc_backend **out) {
   be->bn_forward_train = ref_bn_forward_train;
   be->bn_forward_eval = ref_bn_forward_eval;
   be->bn_backward = ref_bn_backward;
-  be->bn_update_running = ref_bn_update_running;
+  be->bn_update_running = backend_bn_update_running_host;
   be->relu_forward = ref_relu_forward;
   be->relu_backward = ref_relu_backward;
   be->add_inplace = ref_add_inplace;

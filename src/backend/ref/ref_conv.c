@@ -5,38 +5,13 @@
  * the image read zero (PyTorch's symmetric zero padding). Every output is a direct sum
  * in double; the backward is written in gather form (each gradient element sums its own
  * contributions), so no scratch memory and no scatter order to worry about. */
-#include <limits.h>
 #include <stddef.h>
 
 #include "backend/ref/ref_ops.h"
 
-static dsc_status *conv_shape_check(const char *op, const dsc_conv_shape *s) {
-  if (!s) return dsc_errorf("%s: shape is NULL", op);
-  if (s->n < 1 || s->h < 1 || s->w < 1 || s->c_in < 1 || s->c_out < 1)
-    return dsc_errorf("%s: sizes must be >= 1 (n=%d h=%d w=%d c_in=%d c_out=%d)", op, s->n, s->h,
-                      s->w, s->c_in, s->c_out);
-  if (s->kh < 1 || s->kw < 1)
-    return dsc_errorf("%s: kernel %dx%d must be >= 1x1", op, s->kh, s->kw);
-  if (s->stride < 1) return dsc_errorf("%s: stride %d must be >= 1", op, s->stride);
-  if (s->dilation < 1) return dsc_errorf("%s: dilation %d must be >= 1", op, s->dilation);
-  if (s->pad < 0) return dsc_errorf("%s: pad %d must be >= 0", op, s->pad);
-  /* In 64 bits so that absurd shapes are reported rather than overflowing. */
-  long long eff_h = (long long)s->dilation * (s->kh - 1) + 1;
-  long long eff_w = (long long)s->dilation * (s->kw - 1) + 1;
-  long long padded_h = (long long)s->h + 2LL * s->pad, padded_w = (long long)s->w + 2LL * s->pad;
-  if (padded_h > INT_MAX || padded_w > INT_MAX || eff_h > INT_MAX || eff_w > INT_MAX)
-    return dsc_errorf("%s: padded input %lldx%lld or dilated kernel %lldx%lld exceeds int", op,
-                      padded_h, padded_w, eff_h, eff_w);
-  if (padded_h < eff_h || padded_w < eff_w)
-    return dsc_errorf("%s: padded input %lldx%lld is smaller than the dilated kernel %lldx%lld", op,
-                      padded_h, padded_w, eff_h, eff_w);
-  return NULL;
-}
-
 dsc_status *ref_conv2d_forward(dsc_backend *be, const dsc_conv_shape *s, float *y, const float *x,
                                const float *w, const float *b) {
-  DSC_TRY(conv_shape_check("conv2d_forward", s));
-  if (!y || !x || !w) return dsc_errorf("conv2d_forward: y, x and w must not be NULL");
+  DSC_TRY(backend_check_conv2d_forward(s, y, x, w));
   const int oh = dsc_conv_oh(s), ow = dsc_conv_ow(s);
   const int H = s->h, W = s->w, CI = s->c_in, CO = s->c_out, KH = s->kh, KW = s->kw;
   for (int n = 0; n < s->n; n++)
@@ -62,10 +37,7 @@ dsc_status *ref_conv2d_forward(dsc_backend *be, const dsc_conv_shape *s, float *
 
 dsc_status *ref_conv2d_backward(dsc_backend *be, const dsc_conv_shape *s, float *dx, float *dw,
                                 float *db, const float *dy, const float *x, const float *w) {
-  DSC_TRY(conv_shape_check("conv2d_backward", s));
-  if (!dy) return dsc_errorf("conv2d_backward: dy must not be NULL");
-  if (dx && !w) return dsc_errorf("conv2d_backward: dx requested but w is NULL");
-  if (dw && !x) return dsc_errorf("conv2d_backward: dw requested but x is NULL");
+  DSC_TRY(backend_check_conv2d_backward(s, dx, dw, dy, x, w));
   const int oh = dsc_conv_oh(s), ow = dsc_conv_ow(s);
   const int H = s->h, W = s->w, CI = s->c_in, CO = s->c_out, KH = s->kh, KW = s->kw;
   const int st = s->stride, pad = s->pad, dil = s->dilation;

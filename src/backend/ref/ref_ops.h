@@ -4,12 +4,14 @@
  * The reference backend is the test oracle: naive, single-threaded, plain loops, every
  * sum accumulated in double, no library calls. Conventions are backend.h's (NHWC
  * activations, OIHW conv weights, [out,in] linear weights, parameter gradients +=,
- * activation gradients =, NULL optional pointers skip work). Every op validates its
- * shape first and returns an error naming the op and the bad value. */
+ * activation gradients =, NULL optional pointers skip work). Every op first validates its arguments with the
+ * shared backend_check_<op> (backend_check.h), which returns an error naming the op and the
+ * bad value. bn_update_running is the shared host loop backend_bn_update_running_host. */
 #ifndef DSC_REF_OPS_H
 #define DSC_REF_OPS_H
 
 #include "backend/backend.h"
+#include "backend/backend_check.h"
 
 /* ref_conv.c */
 dsc_status *ref_conv2d_forward(dsc_backend *be, const dsc_conv_shape *s, float *y, const float *x,
@@ -28,9 +30,6 @@ dsc_status *ref_bn_backward(dsc_backend *be, const dsc_bn_shape *s, float *dx, f
                             float *dbeta, float *dresidual, const float *dy, const float *x,
                             const float *y, const float *gamma, const float *save_mean,
                             const float *save_var);
-dsc_status *ref_bn_update_running(dsc_backend *be, const dsc_bn_shape *s, float *running_mean,
-                                  float *running_var, const float *save_mean, const float *save_var,
-                                  float momentum);
 
 /* ref_pool.c */
 dsc_status *ref_maxpool_forward(dsc_backend *be, const dsc_pool_shape *s, float *y, int32_t *argmax,
