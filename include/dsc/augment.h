@@ -51,6 +51,10 @@ void dsc_aug_config_default(dsc_aug_config *cfg, int size);
 void dsc_aug_draw(const dsc_aug_config *cfg, int img_w, int img_h, uint64_t seed, uint32_t epoch,
                   uint32_t index, uint32_t view, dsc_aug_params *out);
 
+/* The Gaussian blur's kernel size for `sigma` (METHOD.md §6): 2 * ceil(3 * sigma) + 1, with
+ * 3 * sigma computed in double. */
+int dsc_aug_blur_kernel_size(float sigma);
+
 /* Applies `p` to `img`: writes size*size*3 normalized floats, HWC, into out_hwc. When
  * `label` (img->h x img->w, one byte per pixel) is given, also writes the geometrically
  * transformed label map (size x size, nearest) into label_out. */
