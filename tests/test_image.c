@@ -563,6 +563,291 @@ static void test_eval_errors(void) {
     CHECK(out[c] == (0.0f - dsc_image_mean[c]) / dsc_image_std[c], "channel %d of a black pixel", c);
 }
 
+/* ---------------------------------------------------------------- probe and scaled decode -- */
+
+/* The probe gives the decoded (oriented) size without decoding, and says which format it saw. */
+static void check_probe_matches(const char *name, int want_jpeg) {
+  char p[512];
+  fixture_path(p, sizeof p, name);
+  dsc_image img = {0};
+  int w = -1, h = -1, is_jpeg = -1;
+  CHECK_OK(dsc_image_decode_file(p, &img));
+  CHECK_OK(dsc_image_probe_file(p, &w, &h, &is_jpeg));
+  CHECK(w == img.w && h == img.h, "%s: probe %dx%d, decode %dx%d", name, w, h, img.w, img.h);
+  CHECK(is_jpeg == want_jpeg, "%s: is_jpeg %d", name, is_jpeg);
+  dsc_image_free(&img);
+}
+
+static void test_probe_matches_decode(void) {
+  char name[64];
+  for (int o = 1; o <= 8; o++) {
+    snprintf(name, sizeof name, "jpeg_exif_%d.jpg", o);
+    check_probe_matches(name, 1);
+  }
+  const char *jpegs[] = {"jpeg_exif_6_be.jpg", "jpeg_exif_8_long.jpg", "jpeg_exif_bad.jpg",
+                         "jpeg_exif_two.jpg",  "jpeg_baseline_420.jpg", "jpeg_progressive.jpg",
+                         "jpeg_gray.jpg",      "jpeg_cmyk.jpg",         "jpeg_ycck.jpg",
+                         "eval_landscape.jpg"};
+  for (size_t i = 0; i < sizeof jpegs / sizeof *jpegs; i++) check_probe_matches(jpegs[i], 1);
+  const char *pngs[] = {"png_exif_6.png", "png_gray1.png",           "png_rgba16.png",
+                        "png_pal8.png",   "png_rgb8_interlaced.png", "eval_portrait.png"};
+  for (size_t i = 0; i < sizeof pngs / sizeof *pngs; i++) check_probe_matches(pngs[i], 0);
+  int w = 0, h = 0;
+  char p[512];
+  fixture_path(p, sizeof p, "png_rgb8.png");
+  CHECK_OK(dsc_image_probe_file(p, &w, &h, NULL)); /* is_jpeg is optional */
+}
+
+/* Writes `n` bytes to a fresh temporary file; its path goes to `path` (at least 64 bytes). */
+static int temp_file_write(char *path, const uint8_t *bytes, size_t n) {
+  snprintf(path, 64, "/tmp/dsc_test_image_XXXXXX");
+  int fd = mkstemp(path);
+  if (fd < 0) return 0;
+  FILE *f = fdopen(fd, "wb");
+  if (!f) return 0;
+  int ok = fwrite(bytes, 1, n, f) == n;
+  return fclose(f) == 0 && ok;
+}
+
+/* Header segments past the probe's first read (two 60 KB APP2 segments before the Exif block of
+ * an orientation-6 JPEG), and a PNG whose eXIf chunk comes after the image data: the probe still
+ * finds the orientation. */
+static void test_probe_far_headers(void) {
+  size_t n;
+  uint8_t *jpg = slurp("jpeg_exif_6.jpg", &n);
+  CHECK(jpg != NULL, "missing fixture");
+  if (!jpg) return;
+  const size_t seg = 60000, big_n = n + 2 * (seg + 2);
+  uint8_t *big = malloc(big_n);
+  memcpy(big, jpg, 2); /* SOI */
+  size_t pos = 2;
+  for (int k = 0; k < 2; k++) {
+    big[pos] = 0xFF;
+    big[pos + 1] = 0xE2;
+    big[pos + 2] = (uint8_t)(seg >> 8);
+    big[pos + 3] = (uint8_t)(seg & 0xFF);
+    memset(big + pos + 4, 'x', seg - 2);
+    pos += seg + 2;
+  }
+  memcpy(big + pos, jpg + 2, n - 2);
+  char path[64];
+  CHECK(temp_file_write(path, big, big_n), "cannot write a temporary file");
+  dsc_image img = {0};
+  int w = 0, h = 0, is_jpeg = 0;
+  CHECK_OK(dsc_image_decode_file(path, &img));
+  CHECK_OK(dsc_image_probe_file(path, &w, &h, &is_jpeg));
+  CHECK(img.w == 30 && img.h == 40 && w == 30 && h == 40 && is_jpeg == 1,
+        "far Exif: probe %dx%d, decode %dx%d (want 30x40)", w, h, img.w, img.h);
+  dsc_image_free(&img);
+  remove(path);
+  free(big);
+  free(jpg);
+
+  uint8_t *png = slurp("png_exif_6.png", &n);
+  CHECK(png != NULL, "missing fixture");
+  if (!png) return;
+  /* Chunks: move eXIf (its CRC covers only type and data) to just before IEND. */
+  uint8_t *moved = malloc(n);
+  size_t exif_at = 0, exif_len = 0, iend_at = 0, off = 8;
+  while (off + 12 <= n) {
+    size_t len = (size_t)png[off] << 24 | (size_t)png[off + 1] << 16 | (size_t)png[off + 2] << 8 | png[off + 3];
+    if (memcmp(png + off + 4, "eXIf", 4) == 0) exif_at = off, exif_len = len + 12;
+    if (memcmp(png + off + 4, "IEND", 4) == 0) iend_at = off;
+    off += len + 12;
+  }
+  CHECK(exif_at && iend_at > exif_at, "png_exif_6.png: eXIf before IEND expected");
+  if (exif_at && iend_at > exif_at) {
+    size_t m = 0;
+    memcpy(moved, png, exif_at), m = exif_at;
+    memcpy(moved + m, png + exif_at + exif_len, iend_at - exif_at - exif_len), m += iend_at - exif_at - exif_len;
+    memcpy(moved + m, png + exif_at, exif_len), m += exif_len;
+    memcpy(moved + m, png + iend_at, n - iend_at), m += n - iend_at;
+    CHECK(temp_file_write(path, moved, m), "cannot write a temporary file");
+    dsc_image want = {0};
+    char p[512];
+    fixture_path(p, sizeof p, "png_exif_6.png");
+    CHECK_OK(dsc_image_decode_file(p, &want));
+    CHECK_OK(dsc_image_decode_file(path, &img));
+    CHECK_OK(dsc_image_probe_file(path, &w, &h, &is_jpeg));
+    CHECK(img.w == want.w && img.h == want.h && w == want.w && h == want.h && is_jpeg == 0,
+          "eXIf after IDAT: probe %dx%d, decode %dx%d (want %dx%d)", w, h, img.w, img.h, want.w, want.h);
+    dsc_image_free(&img);
+    dsc_image_free(&want);
+    remove(path);
+  }
+  free(moved);
+  free(png);
+}
+
+static void test_probe_errors(void) {
+  const char *files[] = {"bad_empty.jpg", "bad_text.jpg", "bad_random.bin", "bad_gif.gif",
+                         "no_such_file.png"};
+  const char *reasons[] = {"empty file", "not a JPEG or PNG", "not a JPEG or PNG",
+                           "GIF images are not supported", "No such file"};
+  char p[512];
+  for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+    fixture_path(p, sizeof p, files[i]);
+    int w = 1, h = 1;
+    CHECK_ERR(dsc_image_probe_file(p, &w, &h, NULL), p);
+    CHECK_ERR(dsc_image_probe_file(p, &w, &h, NULL), reasons[i]);
+    CHECK(w == 0 && h == 0, "%s: size not zeroed", files[i]);
+  }
+  int w, h;
+  CHECK_ERR(dsc_image_probe_file(fixture_dir(), &w, &h, NULL), "is a directory");
+  /* A JPEG cut inside its header segments, and a PNG cut inside IHDR. */
+  size_t n;
+  char path[64];
+  uint8_t *jpg = slurp("jpeg_exif_6.jpg", &n);
+  CHECK(jpg && temp_file_write(path, jpg, 100), "cannot write a temporary file");
+  CHECK_ERR(dsc_image_probe_file(path, &w, &h, NULL), path);
+  remove(path);
+  free(jpg);
+  uint8_t *png = slurp("png_rgb8.png", &n);
+  CHECK(png && temp_file_write(path, png, 20), "cannot write a temporary file");
+  CHECK_ERR(dsc_image_probe_file(path, &w, &h, NULL), "IHDR");
+  remove(path);
+  free(png);
+}
+
+/* Box-averages `in` by `denom` (a last partial block averages the pixels it has). */
+static void box_downscale(const dsc_image *in, int denom, dsc_image *out) {
+  out->w = (in->w + denom - 1) / denom;
+  out->h = (in->h + denom - 1) / denom;
+  out->rgb = malloc((size_t)out->w * out->h * 3);
+  for (int y = 0; y < out->h; y++)
+    for (int x = 0; x < out->w; x++)
+      for (int c = 0; c < 3; c++) {
+        int sum = 0, cnt = 0;
+        for (int sy = y * denom; sy < (y + 1) * denom && sy < in->h; sy++)
+          for (int sx = x * denom; sx < (x + 1) * denom && sx < in->w; sx++, cnt++)
+            sum += in->rgb[((size_t)sy * in->w + sx) * 3 + c];
+        out->rgb[((size_t)y * out->w + x) * 3 + c] = (uint8_t)((sum + cnt / 2) / cnt);
+      }
+}
+
+static double mean_abs_diff(const dsc_image *a, const dsc_image *b) {
+  double s = 0;
+  const size_t n = (size_t)a->w * a->h * 3;
+  for (size_t i = 0; i < n; i++) s += abs((int)a->rgb[i] - (int)b->rgb[i]);
+  return s / (double)n;
+}
+
+/* Scaled JPEG decodes: size ceil(w / denom) x ceil(h / denom), denom 1 identical to the plain
+ * decode, orientation applied after scaling (scaled(exif_o) == orient(scaled(exif_1), o) exactly:
+ * the exif fixtures share their pixels), and content close to a box-averaged full decode on the
+ * photo-like eval_landscape.jpg: mean absolute difference below SCALED_MAD levels (measured
+ * 1.89, 1.20, 0.88 for 1/2, 1/4, 1/8). DCT scaling is not a box filter (it keeps each block's
+ * lowest frequencies, and chroma is scaled before upsampling), so the small synthetic fixtures,
+ * mostly 1-pixel detail, differ from a box average by up to 16 levels: checked for size only.
+ * The scaled pixels were also compared with Pillow 9.4's Image.draft(mode, (w // denom,
+ * h // denom)) + exif_transpose for every JPEG fixture here and denom 2, 4, 8: identical (same
+ * libjpeg-turbo 2.1.5, same scaling), which is not a fixture because Pillow builds differ. */
+#define SCALED_MAD 3.0
+static void test_scaled_decode(void) {
+  const char *files[] = {"eval_landscape.jpg", "jpeg_baseline_420.jpg", "jpeg_baseline_422.jpg",
+                         "jpeg_baseline_444.jpg", "jpeg_progressive.jpg", "jpeg_gray.jpg",
+                         "jpeg_cmyk.jpg", "jpeg_ycck.jpg", "jpeg_exif_1.jpg"};
+  const int denoms[] = {2, 4, 8};
+  char p[512];
+  for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+    fixture_path(p, sizeof p, files[i]);
+    dsc_image full = {0};
+    CHECK_OK(dsc_image_decode_file(p, &full));
+    if (!full.rgb) continue;
+    for (size_t d = 0; d < sizeof denoms / sizeof *denoms; d++) {
+      const int denom = denoms[d];
+      dsc_image scaled = {0}, box = {0};
+      CHECK_OK(dsc_image_decode_file_scaled(p, 0, denom, &scaled));
+      if (!scaled.rgb) continue;
+      box_downscale(&full, denom, &box);
+      CHECK(scaled.w == box.w && scaled.h == box.h, "%s 1/%d: %dx%d, want %dx%d", files[i], denom,
+            scaled.w, scaled.h, box.w, box.h);
+      if (i == 0 && scaled.w == box.w && scaled.h == box.h) {
+        double mad = mean_abs_diff(&scaled, &box);
+        printf("  %s 1/%d: mean |scaled - box| = %.2f levels\n", files[i], denom, mad);
+        CHECK(mad < SCALED_MAD, "%s 1/%d: mean abs difference %.2f", files[i], denom, mad);
+      }
+      dsc_image_free(&scaled);
+      dsc_image_free(&box);
+    }
+    /* denom 1 is the ordinary decode */
+    dsc_image same = {0};
+    CHECK_OK(dsc_image_decode_file_scaled(p, 0, 1, &same));
+    CHECK(same.rgb && same.w == full.w && same.h == full.h &&
+              memcmp(same.rgb, full.rgb, (size_t)full.w * full.h * 3) == 0,
+          "%s: denom 1 differs from the full decode", files[i]);
+    dsc_image_free(&same);
+    dsc_image_free(&full);
+  }
+  /* orientation after scaling */
+  for (size_t d = 0; d < sizeof denoms / sizeof *denoms; d++) {
+    dsc_image base = {0};
+    fixture_path(p, sizeof p, "jpeg_exif_1.jpg");
+    CHECK_OK(dsc_image_decode_file_scaled(p, 0, denoms[d], &base));
+    for (int o = 2; o <= 8 && base.rgb; o++) {
+      char name[64];
+      snprintf(name, sizeof name, "jpeg_exif_%d.jpg", o);
+      fixture_path(p, sizeof p, name);
+      dsc_image got = {0}, want = {0};
+      CHECK_OK(dsc_image_decode_file_scaled(p, 0, denoms[d], &got));
+      want.w = base.w, want.h = base.h;
+      want.rgb = malloc((size_t)base.w * base.h * 3);
+      memcpy(want.rgb, base.rgb, (size_t)base.w * base.h * 3);
+      CHECK_OK(dsc_image_orient(&want, o));
+      CHECK(got.rgb && got.w == want.w && got.h == want.h &&
+                memcmp(got.rgb, want.rgb, (size_t)got.w * got.h * 3) == 0,
+            "%s 1/%d: not the oriented scaled image", name, denoms[d]);
+      dsc_image_free(&got);
+      dsc_image_free(&want);
+    }
+    dsc_image_free(&base);
+  }
+  /* a PNG ignores the scale */
+  fixture_path(p, sizeof p, "png_exif_6.png");
+  dsc_image a = {0}, b = {0};
+  CHECK_OK(dsc_image_decode_file(p, &a));
+  CHECK_OK(dsc_image_decode_file_scaled(p, 0, 8, &b));
+  CHECK(a.rgb && b.rgb && a.w == b.w && a.h == b.h && memcmp(a.rgb, b.rgb, (size_t)a.w * a.h * 3) == 0,
+        "PNG with denom 8 differs from the full decode");
+  dsc_image_free(&a);
+  dsc_image_free(&b);
+}
+
+static void test_scaled_errors(void) {
+  char p[512];
+  dsc_image img = {1, 1, (uint8_t *)p};
+  fixture_path(p, sizeof p, "bad_truncated.jpg");
+  CHECK_ERR(dsc_image_decode_file_scaled(p, 0, 4, &img), p);
+  CHECK_ERR(dsc_image_decode_file_scaled(p, 0, 4, &img), "truncated");
+  CHECK(img.rgb == NULL && img.w == 0 && img.h == 0, "output not left empty");
+  fixture_path(p, sizeof p, "no_such_file.jpg");
+  CHECK_ERR(dsc_image_decode_file_scaled(p, 0, 2, &img), p);
+  fixture_path(p, sizeof p, "bad_text.jpg");
+  CHECK_ERR(dsc_image_decode_file_scaled(p, 0, 2, &img), "not a JPEG or PNG");
+  fixture_path(p, sizeof p, "eval_landscape.jpg");
+  CHECK_ERR(dsc_image_decode_file_scaled(p, 0, 3, &img), p);
+  CHECK_ERR(dsc_image_decode_file_scaled(p, 0, 16, &img), "denominator");
+  /* the cap is on the full size (300x200), not the scaled one */
+  CHECK_ERR(dsc_image_decode_file_scaled(p, 300 * 200 - 1, 8, &img), "above the limit");
+  CHECK_OK(dsc_image_decode_file_scaled(p, 300 * 200, 8, &img));
+  CHECK(img.w == 38 && img.h == 25, "1/8 of 300x200 is %dx%d, want 38x25", img.w, img.h);
+  dsc_image_free(&img);
+}
+
+static void test_dct_denominator(void) {
+  CHECK(dsc_image_dct_denominator(500, 375, 224) == 1, "500x375 -> 224");
+  CHECK(dsc_image_dct_denominator(448, 448, 224) == 2, "448x448 -> 224");
+  CHECK(dsc_image_dct_denominator(447, 448, 224) == 1, "447x448 -> 224");
+  CHECK(dsc_image_dct_denominator(1000, 800, 224) == 2, "1000x800 -> 224");
+  CHECK(dsc_image_dct_denominator(1000, 900, 224) == 4, "1000x900 -> 224");
+  CHECK(dsc_image_dct_denominator(2000, 1800, 224) == 8, "2000x1800 -> 224");
+  CHECK(dsc_image_dct_denominator(4000, 4000, 96) == 8, "never above 8");
+  CHECK(dsc_image_dct_denominator(200, 100, 96) == 1, "200x100 -> 96");
+  CHECK(dsc_image_dct_denominator(0, 100, 10) == 1, "empty crop");
+  CHECK(dsc_image_dct_denominator(100, 100, 0) == 1, "empty output");
+  CHECK(dsc_image_dct_denominator(-8, -8, -1) == 1, "negative arguments");
+}
+
 static const dsc_test tests[] = {
     {"jpeg_kinds", test_jpeg_kinds},
     {"jpeg_exif_orientation", test_jpeg_exif_orientation},
@@ -582,6 +867,12 @@ static const dsc_test tests[] = {
     {"eval_small_upscaled", test_eval_small_upscaled},
     {"eval_already_size", test_eval_already_size},
     {"eval_errors", test_eval_errors},
+    {"probe_matches_decode", test_probe_matches_decode},
+    {"probe_far_headers", test_probe_far_headers},
+    {"probe_errors", test_probe_errors},
+    {"scaled_decode", test_scaled_decode},
+    {"scaled_errors", test_scaled_errors},
+    {"dct_denominator", test_dct_denominator},
 };
 
 TEST_MAIN(tests)

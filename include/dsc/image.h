@@ -51,6 +51,30 @@ dsc_status *dsc_image_decode_memory(const void *bytes, size_t size, const char *
 dsc_status *dsc_image_decode_file_capped(const char *path, int64_t max_pixels, dsc_image *out);
 dsc_status *dsc_image_decode_memory_capped(const void *bytes, size_t size, const char *label,
                                            int64_t max_pixels, dsc_image *out);
+/* Reads only a file's header (JPEG: the segments before the first scan, PNG: IHDR and the chunk
+ * headers up to the first eXIf chunk) and gives the size the decoders would return, AFTER EXIF
+ * orientation (w and h swapped for orientations 5..8), so crops can be planned in the oriented
+ * image; *is_jpeg (may be NULL) is 1 for a JPEG, 0 for a PNG. Cheap: no pixel is decoded. Header
+ * only: a file it accepts can still fail to decode (damaged data, the pixel cap), so callers must
+ * handle decode errors and use the decoded size. Errors name the file, as the decoders'. */
+dsc_status *dsc_image_probe_file(const char *path, int *w, int *h, int *is_jpeg);
+
+/* Decodes at reduced size for crops that will be shrunk anyway (issue #3): a JPEG is decoded at
+ * 1/denom (denom 1, 2, 4 or 8) with libjpeg-turbo's DCT-domain scaling (TurboJPEG's scaling
+ * factors, as Pillow's Image.draft), output TJSCALED(w, 1/denom) x TJSCALED(h, 1/denom), i.e.
+ * ceil(w / denom) x ceil(h / denom) in the file's stored orientation, then the EXIF orientation is
+ * applied. Scaled pixel (x, y) before orientation covers full-size pixels [x*denom, (x+1)*denom)
+ * (the last column/row may cover fewer); after a mirroring orientation that partial block is the
+ * first one. The pixel cap (as dsc_image_decode_file_capped) applies to the full-size image. A PNG,
+ * or denom == 1: exactly dsc_image_decode_file_capped. Any other denom is an error. */
+dsc_status *dsc_image_decode_file_scaled(const char *path, int64_t max_pixels, int denom, dsc_image *out);
+
+/* The DCT scale for a crop_w x crop_h crop that will be resized to out_size x out_size: the
+ * largest denom in {1, 2, 4, 8} with crop_w / denom >= out_size and crop_h / denom >= out_size,
+ * so a scaled decode never takes the crop below the output size (the crop is shrunk by at least
+ * 2x for any denom > 1); 1 when no reduction qualifies or an argument is not positive. */
+int dsc_image_dct_denominator(int crop_w, int crop_h, int out_size);
+
 /* Frees the pixels and zeroes the struct; NULL or an empty image is fine. */
 void dsc_image_free(dsc_image *img);
 

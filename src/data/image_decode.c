@@ -5,9 +5,15 @@
  * here serves both decoders (JPEG APP1 "Exif", PNG eXIf): it trusts no offset or count in the
  * block, so a malformed block only means "no orientation". Orientation is applied as Pillow's
  * ImageOps.exif_transpose (see include/dsc/image.h).
+ *
+ * dsc_image_probe_file reads as little as it can: the first 64 KiB (the whole file only when a
+ * JPEG's header segments run past them), and for a PNG the chunk headers, read at their offsets,
+ * plus the payload of the first eXIf chunk. dsc_image_decode_file_scaled hands JPEGs to the
+ * scaled JPEG decoder and everything else to the ordinary path.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <zlib.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -76,9 +82,9 @@ dsc_status *dsc_image_decode_memory(const void *bytes, size_t size, const char *
   return dsc_image_decode_memory_capped(bytes, size, label, 0, out);
 }
 
-/* Reads a whole regular file. */
-static dsc_status *file_read_all(const char *path, uint8_t **data, size_t *size) {
-  *data = NULL;
+/* Opens a regular file for reading and gives its size (at most DSC_IMAGE_MAX_FILE_BYTES). */
+static dsc_status *file_open_regular(const char *path, int *fd_out, size_t *size) {
+  *fd_out = -1;
   *size = 0;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return dsc_errorf("%s: cannot open: %s", path, strerror(errno));
@@ -101,7 +107,33 @@ static dsc_status *file_read_all(const char *path, uint8_t **data, size_t *size)
     return dsc_errorf("%s: file is %lld bytes, above the limit of %lld", path,
                       (long long)st.st_size, (long long)DSC_IMAGE_MAX_FILE_BYTES);
   }
-  size_t n = (size_t)st.st_size;
+  *fd_out = fd;
+  *size = (size_t)st.st_size;
+  return NULL;
+}
+
+/* Reads up to n bytes at `off` into buf, retrying short reads; *got is what was read (less than
+ * n only at the end of the file). */
+static dsc_status *file_read_at(int fd, const char *path, uint8_t *buf, size_t n, size_t off,
+                                size_t *got) {
+  *got = 0;
+  while (*got < n) {
+    ssize_t r = pread(fd, buf + *got, n - *got, (off_t)(off + *got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return dsc_errorf("%s: read error: %s", path, strerror(errno));
+    if (r == 0) break;
+    *got += (size_t)r;
+  }
+  return NULL;
+}
+
+/* Reads a whole regular file. */
+static dsc_status *file_read_all(const char *path, uint8_t **data, size_t *size) {
+  *data = NULL;
+  *size = 0;
+  int fd;
+  size_t n;
+  DSC_TRY(file_open_regular(path, &fd, &n));
   uint8_t *buf = malloc(n ? n : 1);
   if (!buf) {
     close(fd);
@@ -141,6 +173,138 @@ dsc_status *dsc_image_decode_file_capped(const char *path, int64_t max_pixels, d
 
 dsc_status *dsc_image_decode_file(const char *path, dsc_image *out) {
   return dsc_image_decode_file_capped(path, 0, out);
+}
+
+dsc_status *dsc_image_decode_file_scaled(const char *path, int64_t max_pixels, int denom,
+                                         dsc_image *out) {
+  if (!out) return dsc_errorf("dsc_image_decode_file_scaled: NULL output");
+  out->w = out->h = 0;
+  out->rgb = NULL;
+  if (!path) return dsc_errorf("dsc_image_decode_file_scaled: NULL path");
+  if (denom != 1 && denom != 2 && denom != 4 && denom != 8)
+    return dsc_errorf("%s: invalid scale denominator %d (1, 2, 4 or 8)", path, denom);
+  if (denom == 1) return dsc_image_decode_file_capped(path, max_pixels, out);
+  if (max_pixels <= 0 || max_pixels > DSC_IMAGE_MAX_PIXELS) max_pixels = DSC_IMAGE_MAX_PIXELS;
+  uint8_t *data;
+  size_t size;
+  DSC_TRY(file_read_all(path, &data, &size));
+  dsc_status *st;
+  if (bytes_start_with(data, size, "\xff\xd8\xff", 3) && image_jpeg_denominator_supported(denom))
+    st = image_jpeg_decode_scaled(data, size, path, max_pixels, denom, out);
+  else
+    st = dsc_image_decode_memory_capped(data, size, path, max_pixels, out);
+  free(data);
+  return st;
+}
+
+int dsc_image_dct_denominator(int crop_w, int crop_h, int out_size) {
+  if (crop_w <= 0 || crop_h <= 0 || out_size <= 0) return 1;
+  for (int denom = 8; denom >= 2; denom /= 2)
+    if (crop_w / denom >= out_size && crop_h / denom >= out_size) return denom;
+  return 1;
+}
+
+/* ---------------------------------------------------------------- probing ------------------ */
+
+#define PROBE_PREFIX ((size_t)64 << 10)
+
+static uint32_t be32(const uint8_t *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* A PNG's size after orientation: IHDR from the prefix, then the chunk headers read one by one
+ * for the first eXIf chunk that libpng would keep (intact CRC, "II" or "MM" first), before or
+ * after the image data, up to IEND or the first unreadable chunk header. */
+static dsc_status *png_probe(int fd, size_t file_size, const uint8_t *head, size_t head_size,
+                             const char *path, int *w, int *h) {
+  if (head_size < 33 || be32(head + 8) != 13 || memcmp(head + 12, "IHDR", 4) != 0)
+    return dsc_errorf("%s: invalid PNG: no IHDR chunk after the signature", path);
+  const uint32_t pw = be32(head + 16), ph = be32(head + 20);
+  if (pw == 0 || ph == 0 || pw > 0x7fffffffu || ph > 0x7fffffffu)
+    return dsc_errorf("%s: invalid PNG image size %ux%u", path, pw, ph);
+  int orientation = 1;
+  size_t off = 8;
+  while (file_size - off >= 12) { /* a chunk is at least length, type, CRC */
+    uint8_t hdr[8];
+    size_t got;
+    DSC_TRY(file_read_at(fd, path, hdr, 8, off, &got));
+    if (got < 8) break;
+    const uint32_t len = be32(hdr);
+    if (len > 0x7fffffffu || len > file_size - off - 12) break;
+    if (memcmp(hdr + 4, "IEND", 4) == 0) break;
+    if (memcmp(hdr + 4, "eXIf", 4) == 0 && len >= 2) {
+      uint8_t *chunk = malloc((size_t)len + 8); /* type, data, CRC */
+      if (!chunk) return dsc_errorf("%s: out of memory for a %u-byte eXIf chunk", path, len);
+      dsc_status *st = file_read_at(fd, path, chunk, (size_t)len + 8, off + 4, &got);
+      if (st) {
+        free(chunk);
+        return st;
+      }
+      int kept = 0;
+      if (got == (size_t)len + 8 && crc32(crc32(0, NULL, 0), chunk, len + 4) == be32(chunk + 4 + len) &&
+          (memcmp(chunk + 4, "II", 2) == 0 || memcmp(chunk + 4, "MM", 2) == 0)) {
+        orientation = dsc_image_exif_orientation(chunk + 4, len);
+        kept = 1;
+      }
+      free(chunk);
+      if (kept) break;
+    }
+    off += (size_t)len + 12;
+  }
+  *w = orientation >= 5 ? (int)ph : (int)pw;
+  *h = orientation >= 5 ? (int)pw : (int)ph;
+  return NULL;
+}
+
+dsc_status *dsc_image_probe_file(const char *path, int *w, int *h, int *is_jpeg) {
+  if (!w || !h) return dsc_errorf("dsc_image_probe_file: NULL output");
+  *w = *h = 0;
+  if (is_jpeg) *is_jpeg = 0;
+  if (!path) return dsc_errorf("dsc_image_probe_file: NULL path");
+  int fd;
+  size_t size;
+  DSC_TRY(file_open_regular(path, &fd, &size));
+  size_t want = size < PROBE_PREFIX ? size : PROBE_PREFIX;
+  uint8_t *buf = malloc(want ? want : 1);
+  dsc_status *st = NULL;
+  size_t got = 0;
+  if (!buf) {
+    st = dsc_errorf("%s: out of memory reading %zu bytes", path, want);
+    goto done;
+  }
+  st = file_read_at(fd, path, buf, want, 0, &got);
+  if (st) goto done;
+  if (got == 0) {
+    st = dsc_errorf("%s: empty file", path);
+  } else if (bytes_start_with(buf, got, "\xff\xd8\xff", 3)) {
+    int need_more = 0;
+    st = image_jpeg_probe(buf, got, path, w, h, &need_more);
+    if (st && need_more && got < size) { /* header segments past the prefix: read it all */
+      dsc_status_free(st);
+      free(buf);
+      buf = malloc(size);
+      if (!buf) {
+        st = dsc_errorf("%s: out of memory reading %zu bytes", path, size);
+        goto done;
+      }
+      st = file_read_at(fd, path, buf, size, 0, &got);
+      if (!st) st = image_jpeg_probe(buf, got, path, w, h, &need_more);
+    }
+    if (!st && is_jpeg) *is_jpeg = 1;
+  } else if (bytes_start_with(buf, got, "\x89PNG\r\n\x1a\n", 8)) {
+    st = png_probe(fd, size, buf, got, path, w, h);
+  } else {
+    const char *other = image_format_unsupported(buf, got);
+    if (other)
+      st = dsc_errorf("%s: %s images are not supported (JPEG and PNG only)", path, other);
+    else
+      st = dsc_errorf("%s: not a JPEG or PNG image (unrecognised content)", path);
+  }
+done:
+  free(buf);
+  close(fd);
+  if (st) *w = *h = 0;
+  return st;
 }
 
 /* ---------------------------------------------------------------- EXIF orientation --------- */

@@ -10,6 +10,13 @@
  * TurboJPEG's scan limit (a progressive file with hundreds of scans is refused instead of taking
  * minutes). Grey JPEGs are replicated to RGB; CMYK/YCCK ones are decoded to CMYK by libjpeg and
  * converted here as Pillow's "CMYK;I" raw mode followed by convert("RGB") (include/dsc/image.h).
+ *
+ * Scaled decoding (image_jpeg_decode_scaled, denominators 2, 4, 8) is libjpeg's DCT-domain
+ * scaling through TurboJPEG's scaling factors, the same as Pillow's Image.draft: the output is
+ * TJSCALED(w, 1/denom) x TJSCALED(h, 1/denom) (rounded up), then oriented. The pixel cap applies
+ * to the full-size image, so whether a file is accepted never depends on the scale asked for.
+ * The probe (image_jpeg_probe) reads only the segments before the first scan: the frame header
+ * through TurboJPEG's header parser, the EXIF orientation through the same walk as the decoder.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +28,8 @@
 typedef struct jpeg_layout {
   const uint8_t *exif; /* TIFF block of the first APP1 "Exif\0\0", or NULL */
   size_t exif_size;
-  int complete; /* an EOI marker follows the entropy-coded data */
+  int complete;     /* an EOI marker follows the entropy-coded data */
+  int reached_scan; /* a whole SOS segment lies inside the data (set by the header-only walk) */
 } jpeg_layout;
 
 static size_t be16(const uint8_t *p) { return (size_t)p[0] << 8 | p[1]; }
@@ -47,10 +55,10 @@ static size_t jpeg_skip_entropy(const uint8_t *b, size_t n, size_t pos) {
   return n;
 }
 
-/* Walks the segments from SOI to EOI. Mirrors libjpeg's reading: bytes before a marker that are
- * not 0xFF are skipped (libjpeg warns about them), fill bytes 0xFF are skipped, stand-alone markers
- * have no length. */
-static void jpeg_walk(const uint8_t *b, size_t n, jpeg_layout *lay) {
+/* Walks the segments from SOI to EOI, or only up to the end of the first SOS segment when
+ * `header_only`. Mirrors libjpeg's reading: bytes before a marker that are not 0xFF are skipped
+ * (libjpeg warns about them), fill bytes 0xFF are skipped, stand-alone markers have no length. */
+static void jpeg_walk(const uint8_t *b, size_t n, int header_only, jpeg_layout *lay) {
   memset(lay, 0, sizeof *lay);
   size_t pos = 2; /* after SOI */
   int seen_scan = 0;
@@ -85,6 +93,8 @@ static void jpeg_walk(const uint8_t *b, size_t n, jpeg_layout *lay) {
     pos += len;
     if (marker == 0xDA) { /* SOS: entropy-coded data follow */
       seen_scan = 1;
+      lay->reached_scan = 1;
+      if (header_only) return;
       pos = jpeg_skip_entropy(b, n, pos);
     }
   }
@@ -99,12 +109,55 @@ static uint8_t cmyk_channel(uint8_t stored_c, uint8_t stored_k) {
   return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
 }
 
+int image_jpeg_denominator_supported(int denom) {
+  if (denom == 1) return 1;
+  if (denom != 2 && denom != 4 && denom != 8) return 0;
+  int n = 0;
+  const tjscalingfactor *sf = tjGetScalingFactors(&n);
+  for (int i = 0; sf && i < n; i++)
+    if (sf[i].num == 1 && sf[i].denom == denom) return 1;
+  return 0;
+}
+
+dsc_status *image_jpeg_probe(const uint8_t *bytes, size_t size, const char *label, int *w, int *h,
+                             int *need_more) {
+  *w = *h = 0;
+  *need_more = 0;
+  jpeg_layout lay;
+  jpeg_walk(bytes, size, 1, &lay);
+  if (!lay.reached_scan) {
+    *need_more = 1;
+    return dsc_errorf("%s: truncated or corrupt JPEG (no complete header before the first scan)", label);
+  }
+  tjhandle tj = tjInitDecompress();
+  if (!tj) return dsc_errorf("%s: cannot initialise TurboJPEG: %s", label, tjGetErrorStr2(NULL));
+  dsc_status *st = NULL;
+  int jw = 0, jh = 0, subsamp = 0, colorspace = 0;
+  if (tjDecompressHeader3(tj, bytes, (unsigned long)size, &jw, &jh, &subsamp, &colorspace) != 0)
+    st = dsc_errorf("%s: invalid JPEG: %s", label, tjGetErrorStr2(tj));
+  else if (jw <= 0 || jh <= 0)
+    st = dsc_errorf("%s: invalid image size %dx%d", label, jw, jh);
+  tjDestroy(tj);
+  if (st) return st;
+  const int orientation = lay.exif_size ? dsc_image_exif_orientation(lay.exif, lay.exif_size) : 1;
+  *w = orientation >= 5 ? jh : jw;
+  *h = orientation >= 5 ? jw : jh;
+  return NULL;
+}
+
 dsc_status *image_jpeg_decode(const uint8_t *bytes, size_t size, const char *label,
                               int64_t max_pixels, dsc_image *out) {
+  return image_jpeg_decode_scaled(bytes, size, label, max_pixels, 1, out);
+}
+
+dsc_status *image_jpeg_decode_scaled(const uint8_t *bytes, size_t size, const char *label,
+                                     int64_t max_pixels, int denom, dsc_image *out) {
   out->w = out->h = 0;
   out->rgb = NULL;
+  if (!image_jpeg_denominator_supported(denom))
+    return dsc_errorf("%s: unsupported JPEG scale 1/%d (1, 2, 4 or 8)", label, denom);
   jpeg_layout lay;
-  jpeg_walk(bytes, size, &lay);
+  jpeg_walk(bytes, size, 0, &lay);
   if (!lay.complete)
     return dsc_errorf("%s: truncated or corrupt JPEG (the data end before the end-of-image marker)", label);
 
@@ -116,6 +169,16 @@ dsc_status *image_jpeg_decode(const uint8_t *bytes, size_t size, const char *lab
   if (tjDecompressHeader3(tj, bytes, (unsigned long)size, &w, &h, &subsamp, &colorspace) != 0) {
     st = dsc_errorf("%s: invalid JPEG: %s", label, tjGetErrorStr2(tj));
     goto done;
+  }
+  if (denom > 1) { /* the cap is on the full-size image, as for an unscaled decode */
+    if ((int64_t)w * h > max_pixels) {
+      st = dsc_errorf("%s: image is %dx%d = %lld pixels, above the limit of %lld", label, w, h,
+                      (long long)w * h, (long long)max_pixels);
+      goto done;
+    }
+    const tjscalingfactor sf = {1, denom};
+    w = TJSCALED(w, sf);
+    h = TJSCALED(h, sf);
   }
   st = image_alloc(out, w, h, max_pixels, label);
   if (st) goto done;
