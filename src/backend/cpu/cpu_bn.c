@@ -56,6 +56,38 @@ static void bn_apply_range(float *y, const float *x, const float *r, const float
   }
 }
 
+/* Per-thread partial sums, shared by the forward statistics and the backward gradient
+ * sums: the work buffer holds T blocks part[t][g][0..2C) of doubles (two sums per group and
+ * channel), then `floats` * GC floats of per-(group, channel) coefficients. */
+static dsc_status *bn_work_get(cpu_impl *impl, size_t GC, size_t floats, double **part,
+                               float **coef) {
+  const size_t T = (size_t)impl->threads;
+  DSC_TRY(cpu_work_get(impl, T * 2 * GC * sizeof(double) + floats * GC * sizeof(float),
+                       (void **)part));
+  *coef = (float *)(*part + T * 2 * GC);
+  return NULL;
+}
+
+/* Thread t's block of the partial sums, zeroed. */
+static double *bn_part_zeroed(double *part, size_t GC, int t) {
+  double *acc = part + (size_t)t * 2 * GC;
+  for (size_t i = 0; i < 2 * GC; i++) acc[i] = 0.0;
+  return acc;
+}
+
+/* Both sums of group g, channel c over the T threads' blocks, in thread order. */
+static void bn_part_sum(const double *part, int T, int G, int C, size_t g, size_t c,
+                        double *s1, double *s2) {
+  double a = 0.0, b = 0.0;
+  for (int u = 0; u < T; u++) {
+    const double *blk = part + ((size_t)u * G + g) * 2 * C;
+    a += blk[c];
+    b += blk[C + c];
+  }
+  *s1 = a;
+  *s2 = b;
+}
+
 /* Per-thread statistics: acc[g][0..C) += x, acc[g][C..2C) += x^2 over pixels [lo, hi). */
 static void bn_stats_range(double *acc, const float *x, int C, size_t m, size_t lo, size_t hi) {
   for (size_t p = lo; p < hi; p++) {
@@ -80,27 +112,22 @@ dsc_status *cpu_bn_forward_train(dsc_backend *be, const dsc_bn_shape *s, float *
   const int T = impl->threads, C = s->c, G = s->groups;
   const size_t GC = (size_t)G * C, m = (size_t)(s->n / G) * s->h * s->w, P = m * G;
   double *part = NULL;
-  DSC_TRY(cpu_work_get(impl, (size_t)T * 2 * GC * sizeof(double) + 2 * GC * sizeof(float),
-                       (void **)&part));
-  float *mean = (float *)(part + (size_t)T * 2 * GC), *scale = mean + GC;
+  float *mean = NULL;
+  DSC_TRY(bn_work_get(impl, GC, 2, &part, &mean));
+  float *scale = mean + GC;
   const double dm = (double)m, eps = (double)s->eps;
 #pragma omp parallel num_threads(T)
   {
     const int t = omp_get_thread_num();
-    double *acc = part + (size_t)t * 2 * GC;
-    for (size_t i = 0; i < 2 * GC; i++) acc[i] = 0.0;
     size_t lo, hi;
     cpu_split(P, T, t, &lo, &hi);
-    bn_stats_range(acc, x, C, m, lo, hi);
+    bn_stats_range(bn_part_zeroed(part, GC, t), x, C, m, lo, hi);
 #pragma omp barrier
 #pragma omp for schedule(static)
     for (size_t gc = 0; gc < GC; gc++) {
       const size_t g = gc / C, c = gc % C;
-      double s1 = 0.0, s2 = 0.0;
-      for (int u = 0; u < T; u++) {
-        s1 += part[((size_t)u * G + g) * 2 * C + c];
-        s2 += part[((size_t)u * G + g) * 2 * C + C + c];
-      }
+      double s1, s2;
+      bn_part_sum(part, T, G, C, g, c, &s1, &s2);
       double mu = s1 / dm, var = s2 / dm - mu * mu;
       if (var < 0.0) var = 0.0;
       save_mean[gc] = (float)mu;
@@ -189,29 +216,25 @@ dsc_status *cpu_bn_backward(dsc_backend *be, const dsc_bn_shape *s, float *dx, f
   const int T = impl->threads, C = s->c, G = s->groups, relu = s->relu;
   const size_t GC = (size_t)G * C, m = (size_t)(s->n / G) * s->h * s->w, P = m * G;
   double *part = NULL;
-  DSC_TRY(cpu_work_get(impl, (size_t)T * 2 * GC * sizeof(double) + 3 * GC * sizeof(float),
-                       (void **)&part));
-  float *k1 = (float *)(part + (size_t)T * 2 * GC), *k2 = k1 + GC, *k3 = k2 + GC;
+  float *k1 = NULL;
+  DSC_TRY(bn_work_get(impl, GC, 3, &part, &k1));
+  float *k2 = k1 + GC, *k3 = k2 + GC;
   const double dm = (double)m, eps = (double)s->eps;
 #pragma omp parallel num_threads(T)
   {
     const int t = omp_get_thread_num();
-    double *acc = part + (size_t)t * 2 * GC;
-    for (size_t i = 0; i < 2 * GC; i++) acc[i] = 0.0;
     size_t lo, hi;
     cpu_split(P, T, t, &lo, &hi);
-    bn_grad_stats_range(acc, dresidual, dy, y, x, save_mean, C, m, lo, hi, relu);
+    bn_grad_stats_range(bn_part_zeroed(part, GC, t), dresidual, dy, y, x, save_mean, C, m, lo,
+                        hi, relu);
 #pragma omp barrier
 #pragma omp single
     {
       for (int c = 0; c < C; c++) {
         double sum_dbeta = 0.0, sum_dgamma = 0.0;
         for (int g = 0; g < G; g++) {
-          double s1 = 0.0, s2 = 0.0;
-          for (int u = 0; u < T; u++) {
-            s1 += part[((size_t)u * G + g) * 2 * C + c];
-            s2 += part[((size_t)u * G + g) * 2 * C + C + c];
-          }
+          double s1, s2;
+          bn_part_sum(part, T, G, C, (size_t)g, (size_t)c, &s1, &s2);
           const size_t gc = (size_t)g * C + c;
           double invstd = 1.0 / sqrt((double)save_var[gc] + eps);
           double kk = (double)gamma[c] * invstd;

@@ -271,6 +271,20 @@ static dnnl_status_t pd_create(cpu_impl *impl, const void *op_desc,
   return dnnl_primitive_desc_create(out, op_desc, attr, impl->engine, hint);
 }
 
+/* The primitive descriptor of the convolution `cd` (forward, backward data or backward
+ * weights, named by `what` in the error) with attr_make's attributes; hint and avoid as
+ * pd_create. */
+static dsc_status *conv_pd_make(cpu_impl *impl, const dnnl_convolution_desc_t *cd,
+                                const_dnnl_primitive_desc_t hint, const char *avoid,
+                                const char *what, dnnl_primitive_desc_t *out) {
+  dnnl_primitive_attr_t attr = NULL;
+  DSC_TRY(attr_make(0, &attr));
+  dnnl_status_t st = pd_create(impl, cd, attr, hint, avoid, out);
+  dnnl_primitive_attr_destroy(attr);
+  if (st != dnnl_success) return DSC_ERR_AT("oneDNN convolution %s: %s", what, dnnl_status2str(st));
+  return NULL;
+}
+
 static dsc_status *entry_fwd_init(cpu_impl *impl, cpu_conv_entry *e) {
   const dsc_conv_shape *s = &e->s;
   conv_mds m;
@@ -286,12 +300,7 @@ static dsc_status *entry_fwd_init(cpu_impl *impl, cpu_conv_entry *e) {
   CONV_DNNL(dnnl_dilated_convolution_forward_desc_init(
       &cd, dnnl_forward_training, dnnl_convolution_direct, &m.x, &m.any_w,
       e->bias ? &m.b : NULL, &m.y, m.strides, m.dilates, m.pad_l, m.pad_r));
-  dnnl_primitive_attr_t attr = NULL;
-  DSC_TRY(attr_make(0, &attr));
-  dnnl_status_t st = pd_create(impl, &cd, attr, NULL, conv_fwd_avoid(s), &e->fwd_pd);
-  dnnl_primitive_attr_destroy(attr);
-  if (st != dnnl_success)
-    return DSC_ERR_AT("oneDNN convolution forward: %s", dnnl_status2str(st));
+  DSC_TRY(conv_pd_make(impl, &cd, NULL, conv_fwd_avoid(s), "forward", &e->fwd_pd));
   DSC_TRY(prim_make(impl, e->fwd_pd, &e->fwd));
   const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(e->fwd_pd, dnnl_query_weights_md, 0);
   return weights_layout_make(impl, wmd, &m.w, &e->fwd_reorder, &e->fwd_w_mem);
@@ -304,13 +313,8 @@ static dsc_status *entry_bwd_data_init(cpu_impl *impl, cpu_conv_entry *e) {
   CONV_DNNL(dnnl_dilated_convolution_backward_data_desc_init(
       &cd, dnnl_convolution_direct, &m.x, &m.any_w, &m.y, m.strides, m.dilates, m.pad_l,
       m.pad_r));
-  dnnl_primitive_attr_t attr = NULL;
-  DSC_TRY(attr_make(0, &attr));
   dnnl_primitive_desc_t pd = NULL;
-  dnnl_status_t st = dnnl_primitive_desc_create(&pd, &cd, attr, impl->engine, e->fwd_pd);
-  dnnl_primitive_attr_destroy(attr);
-  if (st != dnnl_success)
-    return DSC_ERR_AT("oneDNN convolution backward data: %s", dnnl_status2str(st));
+  DSC_TRY(conv_pd_make(impl, &cd, e->fwd_pd, NULL, "backward data", &pd));
   dsc_status *err = prim_make(impl, pd, &e->bwd_data);
   if (!err) {
     const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
@@ -327,13 +331,8 @@ static dsc_status *entry_bwd_weights_init(cpu_impl *impl, cpu_conv_entry *e) {
   CONV_DNNL(dnnl_dilated_convolution_backward_weights_desc_init(
       &cd, dnnl_convolution_direct, &m.x, &m.any_w, e->bias ? &m.b : NULL, &m.y, m.strides,
       m.dilates, m.pad_l, m.pad_r));
-  dnnl_primitive_attr_t attr = NULL;
-  DSC_TRY(attr_make(0, &attr));
   dnnl_primitive_desc_t pd = NULL;
-  dnnl_status_t st = dnnl_primitive_desc_create(&pd, &cd, attr, impl->engine, e->fwd_pd);
-  dnnl_primitive_attr_destroy(attr);
-  if (st != dnnl_success)
-    return DSC_ERR_AT("oneDNN convolution backward weights: %s", dnnl_status2str(st));
+  DSC_TRY(conv_pd_make(impl, &cd, e->fwd_pd, NULL, "backward weights", &pd));
   dsc_status *err = prim_make(impl, pd, &e->bwd_weights);
   if (!err) {
     const dnnl_memory_desc_t *dwmd =
@@ -360,6 +359,22 @@ static int shape_equal(const dsc_conv_shape *a, const dsc_conv_shape *b) {
   return a->n == b->n && a->h == b->h && a->w == b->w && a->c_in == b->c_in &&
          a->c_out == b->c_out && a->kh == b->kh && a->kw == b->kw && a->stride == b->stride &&
          a->pad == b->pad && a->dilation == b->dilation;
+}
+
+/* Builds one backward part of entry e (backward data or backward weights) on first use:
+ * `init` makes it, `release` frees what a failed `init` left, *have records success. */
+static dsc_status *entry_part_ensure(cpu_impl *impl, cpu_conv_entry *e, int *have,
+                                     dsc_status *(*init)(cpu_impl *, cpu_conv_entry *),
+                                     void (*release)(cpu_conv_entry *)) {
+  if (*have) return NULL;
+  dsc_status *err = init(impl, e);
+  if (err) {
+    char d[160];
+    release(e);
+    return dsc_status_wrap(err, "conv2d backward (%s)", conv_describe(&e->s, e->bias, d, sizeof d));
+  }
+  *have = 1;
+  return NULL;
 }
 
 /* The cache entry for (s, bias), made with its forward primitive on first use. */
@@ -521,17 +536,10 @@ dsc_status *cpu_conv2d_backward(dsc_backend *be, const dsc_conv_shape *s, float 
   cpu_threads_enter(impl);
   cpu_conv_entry *e = NULL;
   DSC_TRY(entry_get(impl, s, db != NULL && dw != NULL, &e));
-  char d[160];
 
   if (dx) {
-    if (!e->have_bwd_data) {
-      dsc_status *err = entry_bwd_data_init(impl, e);
-      if (err) {
-        entry_bwd_data_free(e);
-        return dsc_status_wrap(err, "conv2d backward (%s)", conv_describe(s, e->bias, d, sizeof d));
-      }
-      e->have_bwd_data = 1;
-    }
+    DSC_TRY(entry_part_ensure(impl, e, &e->have_bwd_data, entry_bwd_data_init,
+                              entry_bwd_data_free));
     dnnl_memory_t wm = NULL;
     DSC_TRY(weights_prepare(impl, e, &e->bwd_reorder, e->bwd_w_mem, w, &wm));
     DSC_TRY(bind(e->y_mem, dy));
@@ -546,14 +554,8 @@ dsc_status *cpu_conv2d_backward(dsc_backend *be, const dsc_conv_shape *s, float 
     DSC_TRY(conv_dw_by_taps(impl, s, dw, dy, x));
     if (db) DSC_TRY(conv_bias_grad(impl, s, db, dy));
   } else if (dw) {
-    if (!e->have_bwd_weights) {
-      dsc_status *err = entry_bwd_weights_init(impl, e);
-      if (err) {
-        entry_bwd_weights_free(e);
-        return dsc_status_wrap(err, "conv2d backward (%s)", conv_describe(s, e->bias, d, sizeof d));
-      }
-      e->have_bwd_weights = 1;
-    }
+    DSC_TRY(entry_part_ensure(impl, e, &e->have_bwd_weights, entry_bwd_weights_init,
+                              entry_bwd_weights_free));
     DSC_TRY(bind(e->x_mem, x));
     DSC_TRY(bind(e->y_mem, dy));
     DSC_TRY(bind(e->dw_tmp_mem, impl->weights.p));
