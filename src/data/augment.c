@@ -218,37 +218,43 @@ static void aug_saturation(float *r, float *g, float *b, size_t n, float f) {
 static void aug_hue(float *r, float *g, float *b, size_t n, float shift) {
   for (size_t i = 0; i < n; i++) {
     float R = r[i], G = g[i], B = b[i];
-    float maxc = fmaxf(R, fmaxf(G, B)), minc = fminf(R, fminf(G, B));
+    float maxc = R > G ? R : G, minc = R < G ? R : G;
+    maxc = maxc > B ? maxc : B;
+    minc = minc < B ? minc : B;
     int eqc = maxc == minc;
     float cr = maxc - minc;
     float s = cr / (eqc ? 1.0f : maxc);
     float crd = eqc ? 1.0f : cr;
     float rc = (maxc - R) / crd, gc = (maxc - G) / crd, bc = (maxc - B) / crd;
-    float hr = maxc == R ? bc - gc : 0.0f;
-    float hg = (maxc == G && maxc != R) ? (2.0f + rc) - bc : 0.0f;
-    float hb = (maxc != G && maxc != R) ? (4.0f + gc) - rc : 0.0f;
+    /* torch multiplies by the masks, as here */
+    float hr = (float)(maxc == R) * (bc - gc);
+    float hg = (float)((maxc == G) & (maxc != R)) * ((2.0f + rc) - bc);
+    float hb = (float)((maxc != G) & (maxc != R)) * ((4.0f + gc) - rc);
     float h = (hr + hg) + hb;
     h = h / 6.0f + 1.0f;
-    h = h >= 1.0f ? h - 1.0f : h;
+    float hm = h - 1.0f;
+    h = h >= 1.0f ? hm : h;
     h = h + shift;
-    h = h < 0.0f ? h + 1.0f : (h >= 1.0f ? h - 1.0f : h);
+    float hp = h + 1.0f, hn = h - 1.0f;
+    h = h < 0.0f ? hp : (h >= 1.0f ? hn : h);
+    /* _hsv2rgb: sector i = floor(6 h) mod 6 (6 h reaches 6 only when h + 1 rounded to 1) */
     float v = maxc;
     float h6 = h * 6.0f;
-    float fi = floorf(h6);
+    float fi = (float)(int)h6; /* floor: h6 >= 0 (truncation vectorizes, floorf does not) */
     float f = h6 - fi;
     float p = aug_clamp01(v * (1.0f - s));
     float q = aug_clamp01(v * (1.0f - s * f));
     float t = aug_clamp01(v * (1.0f - s * (1.0f - f)));
-    int sector = (int)fi % 6;
-    float o0, o1, o2;
-    switch (sector) {
-      case 0: o0 = v; o1 = t; o2 = p; break;
-      case 1: o0 = q; o1 = v; o2 = p; break;
-      case 2: o0 = p; o1 = v; o2 = t; break;
-      case 3: o0 = p; o1 = q; o2 = v; break;
-      case 4: o0 = t; o1 = p; o2 = v; break;
-      default: o0 = v; o1 = p; o2 = q; break;
-    }
+    float fi6 = fi - 6.0f;
+    float sec = fi >= 6.0f ? fi6 : fi;
+    /* torch's einsum with the one-hot sector mask; v, q, t, p are finite and >= 0, so the
+     * zero terms are exact and the sum is the selected value. Sectors 0..5:
+     * R = v q p p t v, G = t v v q p p, B = p p t v v q */
+    float m0 = (float)(sec == 0.0f), m1 = (float)(sec == 1.0f), m2 = (float)(sec == 2.0f);
+    float m3 = (float)(sec == 3.0f), m4 = (float)(sec == 4.0f), m5 = (float)(sec == 5.0f);
+    float o0 = (m0 + m5) * v + m1 * q + m4 * t + (m2 + m3) * p;
+    float o1 = (m1 + m2) * v + m3 * q + m0 * t + (m4 + m5) * p;
+    float o2 = (m3 + m4) * v + m5 * q + m2 * t + (m0 + m1) * p;
     r[i] = o0;
     g[i] = o1;
     b[i] = o2;

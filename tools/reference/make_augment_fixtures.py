@@ -102,6 +102,7 @@ CASES = [
     case("hue_pos", jitter=1, h=0.08),
     case("hue_neg", jitter=1, h=-0.1),
     case("hue_big", jitter=1, h=0.45),
+    case("hue_grey", crop=(1, 46, 14, 18), jitter=1, h=0.2),  # mostly the grey patch (r == g == b)
     case("jitter_0123", jitter=1, order=(0, 1, 2, 3), **JIT),
     case("jitter_3210", jitter=1, order=(3, 2, 1, 0), **JIT),
     case("jitter_2031", jitter=1, order=(2, 0, 3, 1), **JIT),
