@@ -19,7 +19,8 @@ static const struct {
     {"selfcheck", cmd_selfcheck, "build a ResNet, run one training step, report it"},
     {"info", cmd_info, "list the tensors and metadata of a safetensors file"},
     {"embed", cmd_embed, "C2..C5 and pooled features of images for given weights"},
-    {"bench", cmd_bench, "throughput of the training step (dsc bench step)"},
+    {"bench", cmd_bench, "throughput of the training step or data pipeline (dsc bench step|data)"},
+    {"data", cmd_data, "check a dataset: list every unusable file with its reason"},
 };
 
 static void usage(FILE *out) {
