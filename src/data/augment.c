@@ -300,7 +300,11 @@ static void aug_blur_plane(float *plane, float *tmp, float *line, int s, const f
   for (int y = 0; y < s; y++) {
     const float *src = plane + (size_t)y * s;
     float *dst = tmp + (size_t)y * s;
-    for (int x = 0; x < s + 2 * half; x++) line[x] = src[aug_reflect(x - half, s)];
+    for (int x = 0; x < half; x++) {
+      line[x] = src[aug_reflect(x - half, s)];
+      line[s + half + x] = src[aug_reflect(s + x, s)];
+    }
+    memcpy(line + half, src, sizeof(float) * (size_t)s);
     for (int x = 0; x < s; x++) dst[x] = 0.0f;
     for (int j = 0; j < k; j++) {
       float kj = kern[j];
