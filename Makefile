@@ -3,6 +3,7 @@
 #   make test       every test; ends with "N passed, N failed"
 #   make asan       the tests under AddressSanitizer + UBSan (separate build folder)
 #   make fuzz       libFuzzer harness for the safetensors reader (clang)
+#   make fuzz-image libFuzzer harness for the JPEG/PNG decoders (clang)
 #   make golden     regenerate tests/golden/ with tools/reference/ (needs python3-torch)
 #   make bench      build/bench_ops, the per-op benchmark (docs/performance.md)
 
@@ -32,7 +33,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test asan fuzz golden bench clean
+.PHONY: all test asan fuzz fuzz-image golden bench clean
 all: $(BUILD)/libdsc.a $(BIN_DIR)/dsc
 
 $(BUILD)/%.o: %.c
@@ -62,6 +63,12 @@ fuzz:
 	@mkdir -p $(BUILD)/fuzz
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc \
 	  -o $(BUILD)/fuzz/fuzz_safetensors tests/fuzz/fuzz_safetensors.c src/io/safetensors.c src/core/status.c src/core/dtype.c -ljansson
+
+fuzz-image:
+	@mkdir -p $(BUILD)/fuzz
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc \
+	  -o $(BUILD)/fuzz/fuzz_image tests/fuzz/fuzz_image.c src/data/image_decode.c src/data/image_jpeg.c \
+	  src/data/image_png.c src/data/image_resize.c src/core/status.c src/core/dtype.c -lturbojpeg -lpng -lz -lm
 
 bench: $(BUILD)/bench_ops
 
