@@ -182,6 +182,14 @@ static void test_folder_index(void) {
   CHECK(img.w == 16 && img.h == 8, "jpeg %dx%d", img.w, img.h);
   dsc_image_free(&img);
   CHECK_ERR(dsc_dataset_load(ds, 3, &img, NULL, NULL), "out of range");
+  int pw, ph, jpeg;
+  CHECK_OK(dsc_dataset_probe(ds, 2, &pw, &ph, &jpeg));
+  CHECK(pw == 16 && ph == 8 && jpeg == 1, "probe jpeg %dx%d %d", pw, ph, jpeg);
+  CHECK_OK(dsc_dataset_probe(ds, 0, &pw, &ph, &jpeg));
+  CHECK(pw == 5 && ph == 4 && jpeg == 0, "probe png %dx%d %d", pw, ph, jpeg);
+  CHECK_OK(dsc_dataset_load_scaled(ds, 2, 2, &img, NULL, NULL));
+  CHECK(img.w == 8 && img.h == 4, "jpeg at 1/2: %dx%d", img.w, img.h);
+  dsc_image_free(&img);
 out:
   dsc_dataset_free(ds);
   rm_rf(d);

@@ -72,11 +72,20 @@ size_t dsc_dataset_skipped_count(const dsc_dataset *ds);
 size_t dsc_dataset_problem_count(const dsc_dataset *ds);
 void dsc_dataset_problem(const dsc_dataset *ds, size_t i, const char **path, const char **reason);
 
+/* Image i's size as decoded (after EXIF orientation) from its header alone; *is_jpeg (may be
+ * NULL) says whether DCT-domain scaling applies. idx: the stored size, not a JPEG. A file it
+ * accepts may still fail to decode. Thread-safe. */
+dsc_status *dsc_dataset_probe(const dsc_dataset *ds, size_t i, int *w, int *h, int *is_jpeg);
+
 /* Decodes image i (capped at max_pixels) into *img; *label gets its class (-1 when the source
  * has none) when label is non-NULL; for seg, *label_map gets a malloc'ed img->w*img->h map
  * (the caller frees it) when label_map is non-NULL, else NULL. Errors name the file. On error
  * nothing is left allocated. Thread-safe. */
 dsc_status *dsc_dataset_load(const dsc_dataset *ds, size_t i, dsc_image *img, int *label,
                              uint8_t **label_map);
+/* The same, a JPEG decoded at 1/denom (1, 2, 4 or 8) by dsc_image_decode_file_scaled; PNG and
+ * idx images come at full size whatever denom. label_map requires denom 1 (maps are full size). */
+dsc_status *dsc_dataset_load_scaled(const dsc_dataset *ds, size_t i, int denom, dsc_image *img,
+                                    int *label, uint8_t **label_map);
 
 #endif

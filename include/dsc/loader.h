@@ -14,6 +14,12 @@
  * epoch e is dsc_aug_draw(cfg, w, h, seed, e, i, v) applied by dsc_aug_apply, so every output is
  * a pure function of (seed, epoch, index, view) and batches are bitwise identical whatever the
  * number of workers. In eval mode there is one view, dsc_image_eval_transform(resize, size).
+ * The crops are drawn for the image's full (oriented) size, read from its header; when both
+ * views' crops will be shrunk by 2x or more (dsc_image_dct_denominator), a JPEG is decoded at
+ * 1/2, 1/4 or 1/8 in the DCT domain and the crops are mapped onto the smaller image
+ * (left' = floor(left * w' / w), right' = ceil(right * w' / w), likewise rows): the same regions
+ * to within one reduced pixel, resampled from the reduced decode (as Pillow's draft mode).
+ * full_decode turns this off. Label maps (seg) always use full-size decodes.
  *
  * Bad files: an image that fails to load (decode error, pixel cap, unreadable) is replaced by
  * the next usable dataset index (i+1, i+2, ... wrapping), so a batch is never short and depends
@@ -48,6 +54,7 @@ typedef struct dsc_loader_config {
   int strict;         /* data.strict: a bad file is an error */
   int eval;           /* eval mode: one view by dsc_image_eval_transform, no augmentation */
   int eval_resize;    /* eval mode: shorter side before the center crop (0: size * 8 / 7) */
+  int full_decode;    /* never use DCT-domain reduced JPEG decodes */
   dsc_aug_config aug; /* training views; aug.size is the output size in both modes */
   /* Called for each bad file the first time it is met (may be called from worker threads,
    * never concurrently); NULL prints "dsc: warning: <msg>" to stderr. */

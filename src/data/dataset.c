@@ -618,8 +618,24 @@ void dsc_dataset_problem(const dsc_dataset *ds, size_t i, const char **path, con
   *reason = i < ds->n_problems ? ds->problems[i].reason : NULL;
 }
 
+dsc_status *dsc_dataset_probe(const dsc_dataset *ds, size_t i, int *w, int *h, int *is_jpeg) {
+  if (i >= ds->n) return dsc_errorf("%s: image %zu out of range (%zu images)", ds->root, i, ds->n);
+  if (ds->format == DSC_DATASET_IDX) {
+    *w = ds->idx_w;
+    *h = ds->idx_h;
+    if (is_jpeg) *is_jpeg = 0;
+    return NULL;
+  }
+  return dsc_image_probe_file(ds->paths[i], w, h, is_jpeg);
+}
+
 dsc_status *dsc_dataset_load(const dsc_dataset *ds, size_t i, dsc_image *img, int *label,
                              uint8_t **label_map) {
+  return dsc_dataset_load_scaled(ds, i, 1, img, label, label_map);
+}
+
+dsc_status *dsc_dataset_load_scaled(const dsc_dataset *ds, size_t i, int denom, dsc_image *img,
+                                    int *label, uint8_t **label_map) {
   *img = (dsc_image){0, 0, NULL};
   if (label_map) *label_map = NULL;
   if (label) *label = -1;
@@ -633,7 +649,9 @@ dsc_status *dsc_dataset_load(const dsc_dataset *ds, size_t i, dsc_image *img, in
     const uint8_t *src = ds->idx_pixels + i * plane;
     for (size_t p = 0; p < plane; p++) img->rgb[3 * p] = img->rgb[3 * p + 1] = img->rgb[3 * p + 2] = src[p];
   } else {
-    DSC_TRY(dsc_image_decode_file_capped(ds->paths[i], ds->max_pixels, img));
+    if (label_map && ds->label_paths && denom != 1)
+      return dsc_errorf("%s: label maps are full size: decode with denom 1 (got %d)", ds->paths[i], denom);
+    DSC_TRY(dsc_image_decode_file_scaled(ds->paths[i], ds->max_pixels, denom, img));
   }
   if (label && ds->labels) *label = ds->labels[i];
   if (label_map && ds->label_paths) {

@@ -102,16 +102,66 @@ static dsc_status *ld_mark_bad(dsc_loader *l, size_t i, dsc_status *why) {
   return NULL;
 }
 
-/* Loads dataset image `want` or, if it is bad, the next usable one; *used gets its index. */
-static dsc_status *ld_load_usable(dsc_loader *l, size_t want, dsc_image *img, int *label,
-                                  uint8_t **map, size_t *used) {
+/* One decoded image and the parameters of its views (crops in the decoded image's pixels). */
+typedef struct ld_item {
+  dsc_image img;
+  int label;
+  uint8_t *map;
+  dsc_aug_params p[2];
+} ld_item;
+
+/* Maps [lo, lo + len) of a full-size axis of n pixels onto the reduced axis of m pixels. */
+static void ld_map_span(int lo, int len, int n, int m, int *out_lo, int *out_len) {
+  int a = (int)((int64_t)lo * m / n), b = (int)(((int64_t)(lo + len) * m + n - 1) / n);
+  if (b > m) b = m;
+  if (b <= a) b = a + 1;
+  *out_lo = a;
+  *out_len = b - a;
+}
+
+/* Decodes dataset image i and draws its views. Training views of a JPEG whose crops both
+ * shrink by 2x or more come from a reduced DCT-domain decode (see loader.h). */
+static dsc_status *ld_decode(dsc_loader *l, size_t i, ld_item *it) {
+  const dsc_aug_config *a = &l->cfg.aug;
+  int want_map = l->has_maps && !l->cfg.eval;
+  it->map = NULL;
+  if (!l->cfg.eval && !want_map && !l->cfg.full_decode) {
+    int w, h, jpeg, d = 8;
+    DSC_TRY(dsc_dataset_probe(l->ds, i, &w, &h, &jpeg));
+    for (uint32_t v = 0; v < 2; v++) {
+      dsc_aug_draw(a, w, h, l->cfg.seed, l->epoch, (uint32_t)i, v, &it->p[v]);
+      int dv = dsc_image_dct_denominator(it->p[v].crop_w, it->p[v].crop_h, a->size);
+      if (dv < d) d = dv;
+    }
+    if (jpeg && d > 1) {
+      DSC_TRY(dsc_dataset_load_scaled(l->ds, i, d, &it->img, &it->label, NULL));
+      if (it->img.w == (w + d - 1) / d && it->img.h == (h + d - 1) / d) {
+        for (int v = 0; v < 2; v++) {
+          dsc_aug_params *p = &it->p[v];
+          ld_map_span(p->crop_left, p->crop_w, w, it->img.w, &p->crop_left, &p->crop_w);
+          ld_map_span(p->crop_top, p->crop_h, h, it->img.h, &p->crop_top, &p->crop_h);
+        }
+        return NULL;
+      }
+      dsc_image_free(&it->img); /* the header disagreed with the data: decode in full */
+    }
+  }
+  DSC_TRY(dsc_dataset_load(l->ds, i, &it->img, &it->label, want_map ? &it->map : NULL));
+  if (!l->cfg.eval)
+    for (uint32_t v = 0; v < 2; v++)
+      dsc_aug_draw(a, it->img.w, it->img.h, l->cfg.seed, l->epoch, (uint32_t)i, v, &it->p[v]);
+  return NULL;
+}
+
+/* Decodes dataset image `want` or, if it is bad, the next usable one; *used gets its index. */
+static dsc_status *ld_load_usable(dsc_loader *l, size_t want, ld_item *it, size_t *used) {
   for (size_t t = 0; t < l->n_images; t++) {
     size_t i = (want + t) % l->n_images;
     pthread_mutex_lock(&l->mu);
     int known_bad = l->state[i] == 2;
     pthread_mutex_unlock(&l->mu);
     if (known_bad) continue;
-    dsc_status *st = dsc_dataset_load(l->ds, i, img, label, l->has_maps && !l->cfg.eval ? map : NULL);
+    dsc_status *st = ld_decode(l, i, it);
     pthread_mutex_lock(&l->mu);
     if (!st) {
       l->state[i] = 1;
@@ -133,28 +183,25 @@ static dsc_status *ld_make_item(dsc_loader *l, size_t j) {
   dsc_batch *b = &l->slots[k % (size_t)l->n_slots].batch;
   size_t pos = j - l->batch_start[k];
   size_t px = (size_t)l->size * (size_t)l->size;
-  dsc_image img;
-  int label = -1;
-  uint8_t *map = NULL;
+  ld_item it;
   size_t used = 0;
-  DSC_TRY(ld_load_usable(l, l->items[j], &img, &label, &map, &used));
+  DSC_TRY(ld_load_usable(l, l->items[j], &it, &used));
   dsc_status *st = NULL;
   if (l->cfg.eval) {
-    st = dsc_image_eval_transform(&img, l->cfg.eval_resize, l->size, b->a + pos * px * 3);
+    st = dsc_image_eval_transform(&it.img, l->cfg.eval_resize, l->size, b->a + pos * px * 3);
   } else {
-    for (uint32_t v = 0; v < 2 && !st; v++) {
-      dsc_aug_params p;
-      dsc_aug_draw(&l->cfg.aug, img.w, img.h, l->cfg.seed, l->epoch, (uint32_t)used, v, &p);
-      uint8_t *map_out = map ? (v == 0 ? b->label_map_a : b->label_map_b) + pos * px : NULL;
-      st = dsc_aug_apply(&l->cfg.aug, &p, &img, (v == 0 ? b->a : b->b) + pos * px * 3, map, map_out);
+    for (int v = 0; v < 2 && !st; v++) {
+      uint8_t *map_out = it.map ? (v == 0 ? b->label_map_a : b->label_map_b) + pos * px : NULL;
+      st = dsc_aug_apply(&l->cfg.aug, &it.p[v], &it.img, (v == 0 ? b->a : b->b) + pos * px * 3,
+                         it.map, map_out);
     }
   }
   if (!st) {
     b->indices[pos] = (uint32_t)used;
-    if (b->labels) b->labels[pos] = label;
+    if (b->labels) b->labels[pos] = it.label;
   }
-  dsc_image_free(&img);
-  free(map);
+  dsc_image_free(&it.img);
+  free(it.map);
   return st;
 }
 
