@@ -9,12 +9,17 @@
  * A JPEG also goes through the header-only probe and the DCT-scaled decoder (image_codecs.h, the
  * same code dsc_image_probe_file / dsc_image_decode_file_scaled use on a file's bytes), with a
  * scale picked from the input's length: when the full decode succeeds, the probe must give its
- * size and a successful scaled decode must be ceil(w / denom) x ceil(h / denom).
+ * size and a successful scaled decode must be ceil(w / denom) x ceil(h / denom). A PNG is written
+ * to an in-memory file (memfd) for dsc_image_probe_file, whose PNG path reads a file at offsets:
+ * its errors must name the file, and when the decode succeeds it must agree on the size.
  * Any violated expectation aborts, which libFuzzer reports as a crash.
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "data/image_codecs.h"
 #include "dsc/image.h"
@@ -71,6 +76,26 @@ static unsigned fuzz_jpeg_extras(const uint8_t *data, size_t size, const dsc_ima
   return checksum;
 }
 
+/* dsc_image_probe_file on the bytes as a file (a PNG here; other formats end in its dispatch). */
+static void fuzz_png_probe(const uint8_t *data, size_t size, const dsc_image *full) {
+  int fd = memfd_create("fuzz_image", MFD_CLOEXEC);
+  fuzz_expect(fd >= 0);
+  fuzz_expect(write(fd, data, size) == (ssize_t)size);
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  int w = -1, h = -1, is_jpeg = -1;
+  dsc_status *st = dsc_image_probe_file(path, &w, &h, &is_jpeg);
+  if (st) {
+    fuzz_expect(strncmp(st->msg, path, strlen(path)) == 0 && strchr(st->msg, '\n') == NULL);
+    fuzz_expect(w == 0 && h == 0 && is_jpeg == 0);
+    dsc_status_free(st);
+  } else {
+    fuzz_expect(w > 0 && h > 0 && is_jpeg == 0);
+    if (full->w) fuzz_expect(w == full->w && h == full->h);
+  }
+  close(fd);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   dsc_image img;
   unsigned checksum = 0;
@@ -87,6 +112,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       fuzz_expect(out[i] > -3.0f && out[i] < 3.0f); /* normalized 0..255: about -2.1..2.7, never NaN */
   }
   if (size >= 3 && memcmp(data, "\xff\xd8\xff", 3) == 0) checksum += fuzz_jpeg_extras(data, size, &img);
+  if (size >= 8 && memcmp(data, "\x89PNG\r\n\x1a\n", 8) == 0) fuzz_png_probe(data, size, &img);
   dsc_image_free(&img);
   volatile unsigned sink = checksum; /* keeps the reads from being optimized away */
   (void)sink;
