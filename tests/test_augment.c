@@ -282,6 +282,9 @@ static void test_draw_fallback(void) {
   /* 1x1 image: the fallback is the whole pixel; apply works on it */
   dsc_aug_draw(&cfg, 1, 1, 5, 0, 0, 0, &p);
   CHECK(p.crop_h == 1 && p.crop_w == 1 && p.crop_top == 0 && p.crop_left == 0, "1x1");
+  /* no pixels: an empty crop */
+  dsc_aug_draw(&cfg, 0, 5, 5, 0, 0, 0, &p);
+  CHECK(p.crop_h == 0 && p.crop_w == 0, "0x5 image: crop %dx%d", p.crop_h, p.crop_w);
 
   /* apply the wide fallback to a 1000x10 image with a label map (checked by ASan) */
   uint8_t *rgb = malloc(1000 * 10 * 3), *lab = malloc(1000 * 10), lab_out[16 * 16];

@@ -103,6 +103,10 @@ static double aug_uniform(const aug_stream *s, uint32_t draw, double lo, double 
 /* torchvision RandomResizedCrop.get_params with our draws. */
 static void aug_draw_crop(const dsc_aug_config *cfg, int W, int H, const aug_stream *s,
                           dsc_aug_params *out) {
+  if (W < 1 || H < 1) { /* no pixels: an empty crop, which dsc_aug_apply rejects */
+    out->crop_top = out->crop_left = out->crop_h = out->crop_w = 0;
+    return;
+  }
   double area = (double)W * (double)H;
   double lr0 = log((double)cfg->ratio_min), lr1 = log((double)cfg->ratio_max);
   for (int k = 0; k < CROP_TRIES; k++) {
