@@ -189,7 +189,7 @@ dsc_status *dsc_image_decode_file_scaled(const char *path, int64_t max_pixels, i
   size_t size;
   DSC_TRY(file_read_all(path, &data, &size));
   dsc_status *st;
-  if (bytes_start_with(data, size, "\xff\xd8\xff", 3) && image_jpeg_denominator_supported(denom))
+  if (bytes_start_with(data, size, "\xff\xd8\xff", 3))
     st = image_jpeg_decode_scaled(data, size, path, max_pixels, denom, out);
   else
     st = dsc_image_decode_memory_capped(data, size, path, max_pixels, out);
