@@ -536,7 +536,35 @@ static void test_reduced_jpeg_decode(void) {
   free(d);
 }
 
+/* 1x1 and one-pixel-wide images are usable: the crop covers what there is and is upsampled. */
+static void test_tiny_images(void) {
+  char *d = make_dir();
+  const int sizes[][2] = {{1, 1}, {1, 5}, {3, 1}, {2, 2}};
+  for (int i = 0; i < 4; i++) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s/t%d.png", d, i);
+    write_image(p, sizes[i][0], sizes[i][1], i);
+  }
+  dsc_dataset *ds = open_folder(d);
+  if (ds) {
+    dsc_loader_config c = base_config(4, 2);
+    dsc_loader *l = NULL;
+    CHECK_OK(dsc_loader_open(ds, &c, &l));
+    if (l) {
+      int seen[4] = {0}, nb;
+      CHECK(run_epoch(l, 0, seen, 4, &nb, NULL) == 4, "all tiny images used");
+      CHECK(seen[0] == 1 && seen[1] == 1 && seen[2] == 1 && seen[3] == 1, "each once");
+      CHECK(dsc_loader_bad_count(l) == 0, "%zu bad", dsc_loader_bad_count(l));
+      dsc_loader_free(l);
+    }
+  }
+  dsc_dataset_free(ds);
+  rm_rf(d);
+  free(d);
+}
+
 static const dsc_test tests[] = {
+    {"tiny_images", test_tiny_images},
     {"reduced_jpeg_decode", test_reduced_jpeg_decode},
     {"epoch_coverage", test_epoch_coverage},
     {"shards", test_shards},

@@ -26,7 +26,8 @@
  * only on the dataset; the file is reported once through `warn` (or stderr when warn is NULL),
  * counted, and remembered (dsc_loader_bad_count / dsc_loader_bad_file). With `strict`, the first
  * bad file is instead an error naming it, returned by dsc_loader_next. If no image is usable
- * the loader fails with an error naming the dataset.
+ * the loader fails with an error naming the dataset. A 1x1 image is usable (the crop is the
+ * whole pixel, upsampled), as in torchvision. After an error every call returns it again.
  *
  * Threads: `workers` pthreads fill a ring of `prefetch` batch slots ahead of the consumer;
  * dsc_loader_next blocks until the next batch is complete. A returned batch stays valid until
