@@ -6,22 +6,24 @@ usage: /usr/bin/python3 bench/torch_data.py --path DIR [--workers 1,2] [--batch 
 
 The same work as `dsc bench data`: every JPEG/PNG under DIR (sorted), PIL decode + convert("RGB"),
 then twice per image Compose([RandomResizedCrop(size, scale=(0.2, 1)), RandomApply([ColorJitter(
-0.4, 0.4, 0.4, 0.1)], p=0.8), RandomGrayscale(0.2), RandomApply([GaussianBlur(23, (0.1, 2.0))],
-p=0.5), RandomHorizontalFlip(), ToTensor(), Normalize(ImageNet)]) (MoCo v2's recipe: PIL-image
-ops, kernel 23 = 10% of 224 rounded odd), batched by a DataLoader with W worker processes
-(shuffle, drop_last). Reports two-view batches/s, images/s and images/s per worker.
---pil-blur swaps torchvision's GaussianBlur (a float conv2d on a tensor, the slowest step by
-far in torchvision 0.14) for MoCo v2's own PIL ImageFilter.GaussianBlur(radius=sigma), an
-approximation of the same blur that most PyTorch pretraining code uses.
+0.4, 0.4, 0.4, 0.1)], p=0.8), RandomGrayscale(0.2), RandomApply([blur], p=0.5),
+RandomHorizontalFlip(), ToTensor(), Normalize(ImageNet)]) on PIL images, batched by a
+DataLoader with W worker processes (shuffle, drop_last). Reports two-view batches/s, images/s
+and images/s per worker. The blur is METHOD.md §6's: sigma ~ U(0.1, 2), torchvision's
+F.gaussian_blur with kernel 2*ceil(3 sigma) + 1 (a float conv2d on a tensor, the slowest step
+in torchvision 0.14); --pil-blur swaps in MoCo v2's PIL ImageFilter.GaussianBlur(radius=sigma),
+the approximation most PyTorch pretraining code uses.
 """
 import argparse
 import json
+import math
 import os
 import random
 import time
 
 import torch
 import torchvision.transforms as T
+import torchvision.transforms.functional as F
 from PIL import Image, ImageFilter
 
 
@@ -36,17 +38,27 @@ class PilBlur:
         return img.filter(ImageFilter.GaussianBlur(radius=s))
 
 
+class SpecBlur:
+    """METHOD.md §6: torchvision's Gaussian blur, kernel 2 ceil(3 sigma) + 1."""
+
+    def __init__(self, sigma):
+        self.sigma = sigma
+
+    def __call__(self, img):
+        s = random.uniform(self.sigma[0], self.sigma[1])
+        return F.gaussian_blur(img, 2 * math.ceil(3 * s) + 1, s)
+
+
 class TwoViews(torch.utils.data.Dataset):
     def __init__(self, root, size, pil_blur=False):
         exts = (".jpg", ".jpeg", ".png")
         self.files = sorted(os.path.join(d, f) for d, _, fs in os.walk(root, followlinks=False)
                             for f in fs if f.lower().endswith(exts))
-        kernel = int(0.1 * size) // 2 * 2 + 1
         self.t = T.Compose([
             T.RandomResizedCrop(size, scale=(0.2, 1.0)),
             T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
             T.RandomGrayscale(p=0.2),
-            T.RandomApply([PilBlur((0.1, 2.0)) if pil_blur else T.GaussianBlur(kernel, (0.1, 2.0))], p=0.5),
+            T.RandomApply([PilBlur((0.1, 2.0)) if pil_blur else SpecBlur((0.1, 2.0))], p=0.5),
             T.RandomHorizontalFlip(),
             T.ToTensor(),
             T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
