@@ -112,7 +112,6 @@ static dsc_loader_config base_config(int batch, int workers) {
   return c;
 }
 
-static int warnings;
 static void count_warning(void *ctx, const char *msg) {
   (void)msg;
   (*(int *)ctx)++;
@@ -344,6 +343,7 @@ static void test_bad_files_replaced(void) {
   ds = open_folder(d);
   if (ds) {
     dsc_loader_config c = base_config(2, 2);
+    int warnings = 0;
     c.warn = count_warning;
     c.warn_ctx = &warnings;
     dsc_loader *l = NULL;
@@ -352,6 +352,7 @@ static void test_bad_files_replaced(void) {
       CHECK_OK(dsc_loader_start_epoch(l, 0));
       const dsc_batch *b;
       CHECK_ERR(dsc_loader_next(l, &b), "no usable image");
+      CHECK(warnings == 3 && dsc_loader_bad_count(l) == 3, "%d warnings", warnings);
       dsc_loader_free(l);
     }
   }
