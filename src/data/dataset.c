@@ -133,25 +133,46 @@ static dsc_status *ds_add_path(dsc_dataset *ds, char *path, int32_t label) {
 static int ds_is_image_name(const char *name) {
   const char *dot = strrchr(name, '.');
   if (!dot) return 0;
-  char ext[8];
+  char ext[5] = {0};
   size_t n = strlen(dot + 1);
-  if (n == 0 || n >= sizeof ext) return 0;
-  for (size_t i = 0; i <= n; i++) ext[i] = (char)tolower((unsigned char)dot[1 + i]);
+  if (n < 3 || n > 4) return 0;
+  for (size_t i = 0; i < n; i++) ext[i] = (char)tolower((unsigned char)dot[1 + i]);
   return strcmp(ext, "jpg") == 0 || strcmp(ext, "jpeg") == 0 || strcmp(ext, "png") == 0;
 }
 
-/* Returns 1 if (dev, ino) was already visited, else records it and returns 0 (-1: no memory). */
+/* Returns 1 if (dev, ino) was already visited, else records it and returns 0 (-1: no memory).
+ * The visited set is an open-addressing hash table (linear probing, at most half full), so
+ * trees with very many directories index in linear time. */
+static size_t ds_dirid_hash(dev_t dev, ino_t ino) {
+  uint64_t x = (uint64_t)ino * 0x9E3779B97F4A7C15ull ^ (uint64_t)dev * 0xC2B2AE3D27D4EB4Full;
+  return (size_t)(x ^ (x >> 29));
+}
+
 static int ds_visit(dsc_dataset *ds, const struct stat *st) {
-  for (size_t i = 0; i < ds->n_visited; i++)
-    if (ds->visited[i].dev == st->st_dev && ds->visited[i].ino == st->st_ino) return 1;
-  if (ds->n_visited == ds->cap_visited) {
-    size_t cap = ds->cap_visited ? 2 * ds->cap_visited : 16;
-    ds_dirid *v = realloc(ds->visited, cap * sizeof *v);
+  if (2 * (ds->n_visited + 1) > ds->cap_visited) {
+    size_t cap = ds->cap_visited ? 2 * ds->cap_visited : 64;
+    ds_dirid *v = calloc(cap, sizeof *v); /* ino 0 marks an empty bucket */
     if (!v) return -1;
+    for (size_t i = 0; i < ds->cap_visited; i++) {
+      ds_dirid e = ds->visited[i];
+      if (!e.ino) continue;
+      size_t h = ds_dirid_hash(e.dev, e.ino) & (cap - 1);
+      while (v[h].ino) h = (h + 1) & (cap - 1);
+      v[h] = e;
+    }
+    free(ds->visited);
     ds->visited = v;
     ds->cap_visited = cap;
   }
-  ds->visited[ds->n_visited++] = (ds_dirid){st->st_dev, st->st_ino};
+  /* inode 0 never names a directory on Linux file systems; map it to 1 rather than lose it */
+  ino_t ino = st->st_ino ? st->st_ino : 1;
+  size_t h = ds_dirid_hash(st->st_dev, ino) & (ds->cap_visited - 1);
+  while (ds->visited[h].ino) {
+    if (ds->visited[h].dev == st->st_dev && ds->visited[h].ino == ino) return 1;
+    h = (h + 1) & (ds->cap_visited - 1);
+  }
+  ds->visited[h] = (ds_dirid){st->st_dev, ino};
+  ds->n_visited++;
   return 0;
 }
 
