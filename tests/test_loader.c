@@ -266,7 +266,7 @@ static void test_determinism_across_workers(void) {
   char *d = make_folder(13, NULL, 0);
   dsc_dataset *ds = open_folder(d);
   if (ds) {
-    size_t n1, n;
+    size_t n1 = 0, n = 0;
     uint32_t idx1[64], idx[64];
     float *ref = collect(ds, 1, 2, &n1, idx1);
     CHECK(n1 == 2 * 13 * 2 * 8 * 8 * 3, "%zu floats", n1);
