@@ -15,60 +15,10 @@
 #include <zlib.h>
 
 #include "dsc/dataset.h"
+#include "fixture_files.h"
 #include "test.h"
 
 /* ---- fixture writers ---- */
-
-static void put32(uint8_t *p, uint32_t v) {
-  p[0] = (uint8_t)(v >> 24);
-  p[1] = (uint8_t)(v >> 16);
-  p[2] = (uint8_t)(v >> 8);
-  p[3] = (uint8_t)v;
-}
-
-static void png_chunk(FILE *f, const char *type, const uint8_t *data, uint32_t n) {
-  uint8_t hdr[8];
-  put32(hdr, n);
-  memcpy(hdr + 4, type, 4);
-  fwrite(hdr, 1, 8, f);
-  if (n) fwrite(data, 1, n, f);
-  uLong crc = crc32(0, (const Bytef *)type, 4);
-  if (n) crc = crc32(crc, data, n);
-  uint8_t c[4];
-  put32(c, (uint32_t)crc);
-  fwrite(c, 1, 4, f);
-}
-
-/* Writes an 8-bit PNG: color type 2 (RGB, 3 bytes/pixel), 0 (grey) or 3 (palette of n_pal
- * RGB entries). claim_w/claim_h, when non-zero, replace the size written in IHDR. */
-static void write_png(const char *path, int w, int h, int color_type, const uint8_t *px,
-                      const uint8_t *pal, int n_pal, uint32_t claim_w, uint32_t claim_h) {
-  int bpp = color_type == 2 ? 3 : 1;
-  size_t row = (size_t)w * bpp + 1, raw_n = row * (size_t)h;
-  uint8_t *raw = malloc(raw_n);
-  for (int y = 0; y < h; y++) {
-    raw[y * row] = 0;
-    memcpy(raw + y * row + 1, px + (size_t)y * w * bpp, (size_t)w * bpp);
-  }
-  uLongf zn = compressBound(raw_n);
-  uint8_t *z = malloc(zn);
-  compress2(z, &zn, raw, raw_n, 6);
-  FILE *f = fopen(path, "wb");
-  fwrite("\x89PNG\r\n\x1a\n", 1, 8, f);
-  uint8_t ihdr[13];
-  put32(ihdr, claim_w ? claim_w : (uint32_t)w);
-  put32(ihdr + 4, claim_h ? claim_h : (uint32_t)h);
-  ihdr[8] = 8;
-  ihdr[9] = (uint8_t)color_type;
-  ihdr[10] = ihdr[11] = ihdr[12] = 0;
-  png_chunk(f, "IHDR", ihdr, 13);
-  if (color_type == 3) png_chunk(f, "PLTE", pal, (uint32_t)n_pal * 3);
-  png_chunk(f, "IDAT", z, (uint32_t)zn);
-  png_chunk(f, "IEND", NULL, 0);
-  fclose(f);
-  free(raw);
-  free(z);
-}
 
 /* An RGB PNG of w x h whose pixels encode (seed, x, y). */
 static void write_rgb_png(const char *path, int w, int h, int seed) {
@@ -78,7 +28,7 @@ static void write_rgb_png(const char *path, int w, int h, int seed) {
     px[3 * i + 1] = (uint8_t)(seed * 11 + 3 * i);
     px[3 * i + 2] = (uint8_t)(seed + 7 * i);
   }
-  write_png(path, w, h, 2, px, NULL, 0, 0, 0);
+  fixture_write_png(path, w, h, 2, px, NULL, 0, 0, 0);
   free(px);
 }
 
@@ -101,12 +51,6 @@ static void write_jpeg(const char *path, int w, int h, int seed) {
   tjFree(jpg);
   tjDestroy(tj);
   free(px);
-}
-
-static void write_bytes(const char *path, const void *data, size_t n) {
-  FILE *f = fopen(path, "wb");
-  if (n) fwrite(data, 1, n, f);
-  fclose(f);
 }
 
 static char *read_all(const char *path, size_t *n) {
@@ -132,18 +76,6 @@ static void mkdirs(const char *root, const char *rel) {
   mkdir(p, 0755);
 }
 
-static char *tmpdir(void) {
-  char tmpl[] = "/tmp/dsc_test_dataset_XXXXXX";
-  char *d = mkdtemp(tmpl);
-  return d ? strdup(d) : NULL;
-}
-
-static void rm_rf(const char *dir) {
-  char cmd[600];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  if (system(cmd) != 0) printf("  could not remove %s\n", dir);
-}
-
 static const char *fx(const char *root, const char *rel) {
   static char buf[4][1024];
   static int k;
@@ -155,14 +87,14 @@ static const char *fx(const char *root, const char *rel) {
 /* ---- tests ---- */
 
 static void test_folder_index(void) {
-  char *d = tmpdir();
+  char *d = fixture_tmpdir("dataset");
   mkdirs(d, "b/c");
   mkdirs(d, "a");
   write_rgb_png(fx(d, "a/x.png"), 5, 4, 1);
   write_jpeg(fx(d, "b/c/y.JPG"), 16, 8, 2);
   write_jpeg(fx(d, "b/a.jpeg"), 8, 8, 3);
-  write_bytes(fx(d, "notes.txt"), "hi", 2);
-  write_bytes(fx(d, "b/README"), "x", 1);
+  fixture_write_bytes(fx(d, "notes.txt"), "hi", 2);
+  fixture_write_bytes(fx(d, "b/README"), "x", 1);
   dsc_dataset *ds = NULL;
   CHECK_OK(dsc_dataset_open(&(dsc_dataset_config){.path = d, .format = DSC_DATASET_FOLDER}, &ds));
   if (!ds) goto out;
@@ -192,12 +124,12 @@ static void test_folder_index(void) {
   dsc_image_free(&img);
 out:
   dsc_dataset_free(ds);
-  rm_rf(d);
+  fixture_rm_rf(d);
   free(d);
 }
 
 static void test_folder_symlink_loop_and_empty(void) {
-  char *d = tmpdir();
+  char *d = fixture_tmpdir("dataset");
   mkdirs(d, "sub/deeper");
   write_rgb_png(fx(d, "sub/deeper/p.png"), 3, 3, 1);
   CHECK(symlink("..", fx(d, "sub/deeper/up")) == 0, "symlink");
@@ -218,19 +150,19 @@ static void test_folder_symlink_loop_and_empty(void) {
   CHECK_ERR(dsc_dataset_open(&(dsc_dataset_config){.path = fx(d, "empty"), .format = DSC_DATASET_FOLDER}, &ds),
             "/empty: empty dataset");
   CHECK(ds == NULL, "no dataset");
-  write_bytes(fx(d, "empty/a.txt"), "a", 1);
+  fixture_write_bytes(fx(d, "empty/a.txt"), "a", 1);
   CHECK_ERR(dsc_dataset_open(&(dsc_dataset_config){.path = fx(d, "empty"), .format = DSC_DATASET_FOLDER}, &ds),
             "1 other files skipped");
   CHECK_ERR(dsc_dataset_open(&(dsc_dataset_config){.path = fx(d, "missing"), .format = DSC_DATASET_FOLDER}, &ds),
             "/missing: cannot open dataset directory");
   CHECK_ERR(dsc_dataset_open(&(dsc_dataset_config){.path = fx(d, "empty/a.txt"), .format = DSC_DATASET_FOLDER}, &ds),
             "not a directory");
-  rm_rf(d);
+  fixture_rm_rf(d);
   free(d);
 }
 
 static void test_imagefolder(void) {
-  char *d = tmpdir();
+  char *d = fixture_tmpdir("dataset");
   mkdirs(d, "dog/sub");
   mkdirs(d, "cat");
   mkdirs(d, "zebra");
@@ -256,7 +188,7 @@ static void test_imagefolder(void) {
     }
   }
   dsc_dataset_free(ds);
-  rm_rf(d);
+  fixture_rm_rf(d);
   free(d);
 }
 
@@ -264,13 +196,13 @@ static void write_idx(const char *dir, const char *pre, int gz, int count, int r
   char p[1024];
   size_t ni = 16 + (size_t)count * rows * cols, nl = 8 + (size_t)count;
   uint8_t *img = malloc(ni), *lab = malloc(nl);
-  put32(img, 0x803);
-  put32(img + 4, (uint32_t)count);
-  put32(img + 8, (uint32_t)rows);
-  put32(img + 12, (uint32_t)cols);
+  fixture_put32(img, 0x803);
+  fixture_put32(img + 4, (uint32_t)count);
+  fixture_put32(img + 8, (uint32_t)rows);
+  fixture_put32(img + 12, (uint32_t)cols);
   for (size_t i = 16; i < ni; i++) img[i] = (uint8_t)(i * 7);
-  put32(lab, 0x801);
-  put32(lab + 4, (uint32_t)(count + bad_labels));
+  fixture_put32(lab, 0x801);
+  fixture_put32(lab + 4, (uint32_t)(count + bad_labels));
   for (int i = 0; i < count; i++) lab[8 + i] = (uint8_t)(i % 10);
   const char *kinds[] = {"images-idx3", "labels-idx1"};
   for (int k = 0; k < 2; k++) {
@@ -280,7 +212,7 @@ static void write_idx(const char *dir, const char *pre, int gz, int count, int r
       gzwrite(g, k ? lab : img, (unsigned)(k ? nl : ni));
       gzclose(g);
     } else {
-      write_bytes(p, k ? lab : img, k ? nl : ni);
+      fixture_write_bytes(p, k ? lab : img, k ? nl : ni);
     }
   }
   free(img);
@@ -288,7 +220,7 @@ static void write_idx(const char *dir, const char *pre, int gz, int count, int r
 }
 
 static void test_idx(void) {
-  char *d = tmpdir();
+  char *d = fixture_tmpdir("dataset");
   write_idx(d, "train", 1, 12, 4, 5, 0);
   write_idx(d, "t10k", 0, 3, 4, 5, 0);
   dsc_dataset *ds = NULL;
@@ -318,12 +250,12 @@ static void test_idx(void) {
             "4 labels for 3 images");
   char p[1024];
   snprintf(p, sizeof p, "%s/t10k-images-idx3-ubyte", d);
-  write_bytes(p, "garbage", 7);
+  fixture_write_bytes(p, "garbage", 7);
   CHECK_ERR(dsc_dataset_open(&(dsc_dataset_config){.path = d, .format = DSC_DATASET_IDX, .split = "t10k"}, &ds),
             "not an IDX image file");
   CHECK_ERR(dsc_dataset_open(&(dsc_dataset_config){.path = d, .format = DSC_DATASET_IDX, .split = "x"}, &ds),
             "idx split");
-  rm_rf(d);
+  fixture_rm_rf(d);
   free(d);
   /* The Debian dataset-fashion-mnist package, when installed. */
   const char *fm = "/usr/share/datasets/fashion-mnist";
@@ -344,7 +276,7 @@ static void test_idx(void) {
 }
 
 static void test_seg(void) {
-  char *d = tmpdir();
+  char *d = fixture_tmpdir("dataset");
   mkdirs(d, "JPEGImages");
   mkdirs(d, "SegmentationClass");
   mkdirs(d, "ImageSets/Segmentation");
@@ -354,11 +286,11 @@ static void test_seg(void) {
   uint8_t idx[24], pal[256 * 3];
   for (int i = 0; i < 24; i++) idx[i] = i == 5 ? 255 : (uint8_t)(i % 21);
   for (int i = 0; i < 256 * 3; i++) pal[i] = (uint8_t)(200 - i / 3); /* colours unlike indices */
-  write_png(fx(d, "SegmentationClass/a.png"), 6, 4, 3, idx, pal, 256, 0, 0);
-  write_png(fx(d, "SegmentationClass/b.png"), 6, 4, 0, idx, NULL, 0, 0, 0);
-  write_png(fx(d, "SegmentationClass/c.png"), 5, 4, 0, idx, NULL, 0, 0, 0);
-  write_bytes(fx(d, "ImageSets/Segmentation/train.txt"), "a\n b \n\nc\n", 9);
-  write_bytes(fx(d, "ImageSets/Segmentation/val.txt"), "b\n", 2);
+  fixture_write_png(fx(d, "SegmentationClass/a.png"), 6, 4, 3, idx, pal, 256, 0, 0);
+  fixture_write_png(fx(d, "SegmentationClass/b.png"), 6, 4, 0, idx, NULL, 0, 0, 0);
+  fixture_write_png(fx(d, "SegmentationClass/c.png"), 5, 4, 0, idx, NULL, 0, 0, 0);
+  fixture_write_bytes(fx(d, "ImageSets/Segmentation/train.txt"), "a\n b \n\nc\n", 9);
+  fixture_write_bytes(fx(d, "ImageSets/Segmentation/val.txt"), "b\n", 2);
   dsc_dataset *ds = NULL;
   CHECK_OK(dsc_dataset_open(&(dsc_dataset_config){.path = d, .format = DSC_DATASET_SEG}, &ds));
   if (ds) {
@@ -392,27 +324,27 @@ static void test_seg(void) {
   dsc_dataset_free(ds);
   CHECK_ERR(dsc_dataset_open(&(dsc_dataset_config){.path = d, .format = DSC_DATASET_SEG, .split = "trainval"}, &ds),
             "ImageSets/Segmentation/trainval.txt: cannot open");
-  rm_rf(d);
+  fixture_rm_rf(d);
   free(d);
 }
 
 static void test_bad_files(void) {
-  char *d = tmpdir();
+  char *d = fixture_tmpdir("dataset");
   write_jpeg(fx(d, "good.jpg"), 32, 24, 1);
   size_t n;
   char *jpg = read_all(fx(d, "good.jpg"), &n);
-  write_bytes(fx(d, "truncated.jpg"), jpg, n / 2);
+  fixture_write_bytes(fx(d, "truncated.jpg"), jpg, n / 2);
   free(jpg);
   write_rgb_png(fx(d, "good.png"), 8, 8, 1);
   char *png = read_all(fx(d, "good.png"), &n);
   for (size_t i = 45; i < n - 12; i++) png[i] ^= 0x5a; /* inside IDAT */
-  write_bytes(fx(d, "corrupt.png"), png, n);
+  fixture_write_bytes(fx(d, "corrupt.png"), png, n);
   free(png);
-  write_bytes(fx(d, "zero.jpg"), "", 0);
-  write_bytes(fx(d, "text.jpg"), "hello, I am not a JPEG\n", 23);
+  fixture_write_bytes(fx(d, "zero.jpg"), "", 0);
+  fixture_write_bytes(fx(d, "text.jpg"), "hello, I am not a JPEG\n", 23);
   write_rgb_png(fx(d, "one.png"), 1, 1, 9);
   uint8_t px[12] = {0};
-  write_png(fx(d, "huge.png"), 2, 2, 2, px, NULL, 0, 100000, 100000);
+  fixture_write_png(fx(d, "huge.png"), 2, 2, 2, px, NULL, 0, 100000, 100000);
   CHECK(symlink(fx(d, "nowhere.jpg"), fx(d, "dangling.jpg")) == 0, "symlink");
   CHECK(symlink(fx(d, "self.jpg"), fx(d, "self.jpg")) == 0, "symlink");
   mkdirs(d, "dir.jpg");
@@ -444,7 +376,7 @@ static void test_bad_files(void) {
   }
 out:
   dsc_dataset_free(ds);
-  rm_rf(d);
+  fixture_rm_rf(d);
   free(d);
 }
 

@@ -18,58 +18,13 @@
 #include <zlib.h>
 
 #include "dsc/loader.h"
+#include "fixture_files.h"
 #include "test.h"
-
-static void put32(uint8_t *p, uint32_t v) {
-  p[0] = (uint8_t)(v >> 24);
-  p[1] = (uint8_t)(v >> 16);
-  p[2] = (uint8_t)(v >> 8);
-  p[3] = (uint8_t)v;
-}
-
-static void png_chunk(FILE *f, const char *type, const uint8_t *data, uint32_t n) {
-  uint8_t hdr[8], c[4];
-  put32(hdr, n);
-  memcpy(hdr + 4, type, 4);
-  fwrite(hdr, 1, 8, f);
-  if (n) fwrite(data, 1, n, f);
-  uLong crc = crc32(0, (const Bytef *)type, 4);
-  if (n) crc = crc32(crc, data, n);
-  put32(c, (uint32_t)crc);
-  fwrite(c, 1, 4, f);
-}
-
-/* 8-bit PNG, colour type 2 (RGB) or 0 (grey: label maps), pixels from px. */
-static void write_png(const char *path, int w, int h, int color_type, const uint8_t *px) {
-  int bpp = color_type == 2 ? 3 : 1;
-  size_t row = (size_t)w * bpp + 1, raw_n = row * (size_t)h;
-  uint8_t *raw = malloc(raw_n);
-  for (int y = 0; y < h; y++) {
-    raw[y * row] = 0;
-    memcpy(raw + y * row + 1, px + (size_t)y * w * bpp, (size_t)w * bpp);
-  }
-  uLongf zn = compressBound(raw_n);
-  uint8_t *z = malloc(zn);
-  compress2(z, &zn, raw, raw_n, 6);
-  FILE *f = fopen(path, "wb");
-  fwrite("\x89PNG\r\n\x1a\n", 1, 8, f);
-  uint8_t ihdr[13] = {0};
-  put32(ihdr, (uint32_t)w);
-  put32(ihdr + 4, (uint32_t)h);
-  ihdr[8] = 8;
-  ihdr[9] = (uint8_t)color_type;
-  png_chunk(f, "IHDR", ihdr, 13);
-  png_chunk(f, "IDAT", z, (uint32_t)zn);
-  png_chunk(f, "IEND", NULL, 0);
-  fclose(f);
-  free(raw);
-  free(z);
-}
 
 static void write_image(const char *path, int w, int h, int seed) {
   uint8_t *px = malloc((size_t)w * h * 3);
   for (int i = 0; i < w * h * 3; i++) px[i] = (uint8_t)(seed * 29 + i * (seed + 3));
-  write_png(path, w, h, 2, px);
+  fixture_write_png(path, w, h, 2, px, NULL, 0, 0, 0);
   free(px);
 }
 
@@ -79,22 +34,10 @@ static void write_text(const char *path, const char *s) {
   fclose(f);
 }
 
-static char *make_dir(void) {
-  char tmpl[] = "/tmp/dsc_test_loader_XXXXXX";
-  char *d = mkdtemp(tmpl);
-  return d ? strdup(d) : NULL;
-}
-
-static void rm_rf(const char *dir) {
-  char cmd[600];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  if (system(cmd) != 0) printf("  could not remove %s\n", dir);
-}
-
 /* A folder of n images img%02d.png of varied sizes; bad (when non-NULL) lists indices written
  * as bad files instead (text named .png). */
 static char *make_folder(int n, const int *bad, int n_bad) {
-  char *d = make_dir();
+  char *d = fixture_tmpdir("loader");
   for (int i = 0; i < n; i++) {
     char p[1024];
     snprintf(p, sizeof p, "%s/img%02d.png", d, i);
@@ -173,7 +116,7 @@ static void test_epoch_coverage(void) {
     dsc_loader_free(l);
   }
   dsc_dataset_free(ds);
-  rm_rf(d);
+  fixture_rm_rf(d);
   free(d);
 }
 
@@ -232,7 +175,7 @@ static void test_shards(void) {
   c.rank = 2;
   CHECK_ERR(dsc_loader_open(ds, &c, &l), "rank 2 outside");
   dsc_dataset_free(ds);
-  rm_rf(d);
+  fixture_rm_rf(d);
   free(d);
 }
 
@@ -282,7 +225,7 @@ static void test_determinism_across_workers(void) {
     free(ref);
   }
   dsc_dataset_free(ds);
-  rm_rf(d);
+  fixture_rm_rf(d);
   free(d);
 }
 
@@ -335,7 +278,7 @@ static void test_bad_files_replaced(void) {
     }
   }
   dsc_dataset_free(ds);
-  rm_rf(d);
+  fixture_rm_rf(d);
   free(d);
   /* nothing usable */
   int all[] = {0, 1, 2};
@@ -357,7 +300,7 @@ static void test_bad_files_replaced(void) {
     }
   }
   dsc_dataset_free(ds);
-  rm_rf(d);
+  fixture_rm_rf(d);
   free(d);
 }
 
@@ -385,12 +328,12 @@ static void test_shutdown_mid_epoch(void) {
     dsc_loader_free(l); /* workers busy filling the ring */
   }
   dsc_dataset_free(ds);
-  rm_rf(d);
+  fixture_rm_rf(d);
   free(d);
 }
 
 static void test_eval_mode_and_labels(void) {
-  char *d = make_dir();
+  char *d = fixture_tmpdir("loader");
   char p[1024];
   for (int c = 0; c < 2; c++) {
     snprintf(p, sizeof p, "%s/class%d", d, c);
@@ -427,12 +370,12 @@ static void test_eval_mode_and_labels(void) {
     }
   }
   dsc_dataset_free(ds);
-  rm_rf(d);
+  fixture_rm_rf(d);
   free(d);
 }
 
 static void test_seg_label_maps(void) {
-  char *d = make_dir();
+  char *d = fixture_tmpdir("loader");
   char p[1024];
   const char *dirs[] = {"JPEGImages", "SegmentationClass", "ImageSets", "ImageSets/Segmentation"};
   for (int i = 0; i < 4; i++) {
@@ -446,7 +389,7 @@ static void test_seg_label_maps(void) {
     snprintf(p, sizeof p, "%s/JPEGImages/im%d.jpg", d, i);
     write_image(p, 12, 10, i);
     snprintf(p, sizeof p, "%s/SegmentationClass/im%d.png", d, i);
-    write_png(p, 12, 10, 0, map);
+    fixture_write_png(p, 12, 10, 0, map, NULL, 0, 0, 0);
   }
   snprintf(p, sizeof p, "%s/ImageSets/Segmentation/train.txt", d);
   write_text(p, "im0\nim1\nim2\n");
@@ -471,14 +414,14 @@ static void test_seg_label_maps(void) {
     }
   }
   dsc_dataset_free(ds);
-  rm_rf(d);
+  fixture_rm_rf(d);
   free(d);
 }
 
 /* Large JPEGs: crops shrunk 2x or more come from a reduced DCT-domain decode; the result is
  * close to the full decode (smooth content) but not identical (proof the path ran). */
 static void test_reduced_jpeg_decode(void) {
-  char *d = make_dir();
+  char *d = fixture_tmpdir("loader");
   int w = 1600, h = 1200;
   uint8_t *px = malloc((size_t)w * h * 3);
   tjhandle tj = tjInitCompress();
@@ -533,13 +476,13 @@ static void test_reduced_jpeg_decode(void) {
   free(out[0]);
   free(out[1]);
   dsc_dataset_free(ds);
-  rm_rf(d);
+  fixture_rm_rf(d);
   free(d);
 }
 
 /* 1x1 and one-pixel-wide images are usable: the crop covers what there is and is upsampled. */
 static void test_tiny_images(void) {
-  char *d = make_dir();
+  char *d = fixture_tmpdir("loader");
   const int sizes[][2] = {{1, 1}, {1, 5}, {3, 1}, {2, 2}};
   for (int i = 0; i < 4; i++) {
     char p[1024];
@@ -560,7 +503,7 @@ static void test_tiny_images(void) {
     }
   }
   dsc_dataset_free(ds);
-  rm_rf(d);
+  fixture_rm_rf(d);
   free(d);
 }
 

@@ -3,13 +3,7 @@
 # good and bad files, dsc embed errors, and dsc selfcheck / bench on a tiny configuration.
 # Every error must exit non-zero with a one-line message naming the thing at fault.
 set -u
-dsc=${DSC_BIN:-bin/dsc}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-passed=0
-failed=0
-ok() { echo "ok $1"; passed=$((passed + 1)); }
-bad() { echo "FAIL $1"; failed=$((failed + 1)); }
+. "$(dirname "$0")/lib.sh"
 
 # expect_fail NAME NEEDLE CMD...: CMD exits non-zero and its stderr contains NEEDLE.
 expect_fail() {
@@ -89,5 +83,4 @@ else
   bad "embed_shapes: $(cat "$tmp/err" "$tmp/info" 2>/dev/null | head -c 600)"
 fi
 
-echo "#summary $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

@@ -3,13 +3,7 @@
 # /usr/bin/python3 + PIL: a clean folder exits 0; a folder with every kind of bad file lists each
 # one with its reason and exits 1; usage errors exit 2; an empty folder is an error naming it.
 set -u
-dsc=${DSC_BIN:-bin/dsc}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-passed=0
-failed=0
-ok() { echo "ok $1"; passed=$((passed + 1)); }
-bad() { echo "FAIL $1"; failed=$((failed + 1)); }
+. "$(dirname "$0")/lib.sh"
 
 # expect NAME RC NEEDLE CMD...: CMD exits with RC and stdout+stderr contain NEEDLE.
 expect() {
@@ -75,5 +69,4 @@ expect bench_data 0 '"batches_per_s"' "$dsc" bench data --path "$tmp/good" --siz
 expect bench_data_no_path 2 "--path" "$dsc" bench data
 expect bench_data_threads 2 "comma-separated" "$dsc" bench data --path "$tmp/good" --threads 1,x
 
-echo "#summary $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish
