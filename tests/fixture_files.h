@@ -10,6 +10,8 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "test.h"
+
 static inline void fixture_put32(uint8_t *p, uint32_t v) {
   p[0] = (uint8_t)(v >> 24);
   p[1] = (uint8_t)(v >> 16);
@@ -72,7 +74,7 @@ static inline void fixture_write_bytes(const char *path, const void *data, size_
 /* A new folder under /tmp named after `what`; the caller frees the string. */
 static inline char *fixture_tmpdir(const char *what) {
   char tmpl[256];
-  snprintf(tmpl, sizeof tmpl, "/tmp/dsc_test_%s_XXXXXX", what);
+  test_temp_template(tmpl, sizeof tmpl, what);
   char *d = mkdtemp(tmpl);
   return d ? strdup(d) : NULL;
 }

@@ -81,6 +81,16 @@ static inline double test_rel_l2(const float *a, const float *b, size_t n) {
           check_close_e_, (double)(tol));                                      \
   } while (0)
 
+/* Writes the template "/tmp/dsc_test_<what>_" followed by the six placeholder characters that
+ * mkdtemp(3) and mkstemp(3) replace, into buf (cap bytes). One place for every test's
+ * temporary files and folders. */
+static inline void test_temp_template(char *buf, size_t cap, const char *what) {
+  int n = snprintf(buf, cap > 7 ? cap - 7 : 0, "/tmp/dsc_test_%s_", what);
+  if (n < 0 || (size_t)n + 7 > cap) n = 0;
+  memset(buf + n, 'X', 6);
+  buf[n + 6] = 0;
+}
+
 static inline int test_main(const dsc_test *tests, int count, int argc, char **argv) {
   int passed = 0, failed = 0;
   for (int i = 0; i < count; i++) {

@@ -600,7 +600,7 @@ static void test_probe_matches_decode(void) {
 
 /* Writes `n` bytes to a fresh temporary file; its path goes to `path` (at least 64 bytes). */
 static int temp_file_write(char *path, const uint8_t *bytes, size_t n) {
-  snprintf(path, 64, "/tmp/dsc_test_image_XXXXXX");
+  test_temp_template(path, 64, "image");
   int fd = mkstemp(path);
   if (fd < 0) return 0;
   FILE *f = fdopen(fd, "wb");

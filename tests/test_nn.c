@@ -164,7 +164,8 @@ static void test_forward_guards(void) {
 /* Saves a ResNet-18 and loads it back exactly; a file of another architecture, a partial
  * file and a mis-shaped tensor are refused by name. */
 static void test_weights_roundtrip_and_errors(void) {
-  char dir[] = "/tmp/dsc_test_nn_XXXXXX";
+  char dir[256];
+  test_temp_template(dir, sizeof dir, "nn");
   CHECK(mkdtemp(dir) != NULL, "mkdtemp");
   char p18[256], p34[256];
   snprintf(p18, sizeof p18, "%s/r18.safetensors", dir);

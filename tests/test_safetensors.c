@@ -82,7 +82,7 @@ typedef struct tmpdir {
 
 static tmpdir tmpdir_make(void) {
   tmpdir d;
-  snprintf(d.path, sizeof d.path, "/tmp/dsc_test_st_XXXXXX");
+  test_temp_template(d.path, sizeof d.path, "st");
   CHECK(mkdtemp(d.path) != NULL, "mkdtemp: %s", strerror(errno));
   return d;
 }
