@@ -229,6 +229,49 @@ static void test_determinism_across_workers(void) {
   free(d);
 }
 
+/* A resumed run starts an epoch at batch k: it must see exactly the batches k, k+1, ... of the
+ * full epoch, bit for bit. */
+static void test_start_epoch_at(void) {
+  char *d = make_folder(13, NULL, 0);
+  dsc_dataset *ds = open_folder(d);
+  if (ds) {
+    dsc_loader_config c = base_config(3, 2);
+    size_t per = 3 * 8 * 8 * 3;
+    float *full = malloc(4 * per * sizeof *full);
+    uint32_t idx[12];
+    dsc_loader *l = NULL;
+    CHECK_OK(dsc_loader_open(ds, &c, &l));
+    int nb = 0;
+    if (l) {
+      CHECK_OK(dsc_loader_start_epoch(l, 1));
+      const dsc_batch *b = NULL;
+      while (nb < 5 && !dsc_loader_next(l, &b) && b) {
+        if (nb < 4) {
+          memcpy(full + nb * per, b->b, per * sizeof *full);
+          memcpy(idx + 3 * nb, b->indices, 3 * sizeof *idx);
+        }
+        nb++;
+      }
+      CHECK(nb == 5, "%d batches in an epoch of 13 images by 3", nb);
+      for (size_t k = 1; k <= 3; k++) {
+        CHECK_OK(dsc_loader_start_epoch_at(l, 1, k));
+        CHECK_OK(dsc_loader_next(l, &b));
+        CHECK(b && b->step == k && b->n == 3 && memcmp(b->b, full + k * per, per * sizeof *full) == 0 &&
+                  memcmp(b->indices, idx + 3 * k, 3 * sizeof *idx) == 0,
+              "batch %zu differs when the epoch starts there", k);
+      }
+      CHECK_OK(dsc_loader_start_epoch_at(l, 1, 99));
+      CHECK_OK(dsc_loader_next(l, &b));
+      CHECK(b == NULL, "an epoch started past its end still gave a batch");
+    }
+    dsc_loader_free(l);
+    free(full);
+  }
+  dsc_dataset_free(ds);
+  fixture_rm_rf(d);
+  free(d);
+}
+
 static void test_bad_files_replaced(void) {
   int bad[] = {0, 3, 4, 9};
   char *d = make_folder(10, bad, 4);
@@ -513,6 +556,7 @@ static const dsc_test tests[] = {
     {"epoch_coverage", test_epoch_coverage},
     {"shards", test_shards},
     {"determinism_across_workers", test_determinism_across_workers},
+    {"start_epoch_at", test_start_epoch_at},
     {"bad_files_replaced", test_bad_files_replaced},
     {"shutdown_mid_epoch", test_shutdown_mid_epoch},
     {"eval_mode_and_labels", test_eval_mode_and_labels},

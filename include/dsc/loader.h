@@ -82,6 +82,9 @@ typedef struct dsc_loader dsc_loader;
 dsc_status *dsc_loader_open(const dsc_dataset *ds, const dsc_loader_config *cfg, dsc_loader **out);
 /* Starts epoch `epoch` (abandoning what is left of the current one). */
 dsc_status *dsc_loader_start_epoch(dsc_loader *l, uint32_t epoch);
+/* Starts epoch `epoch` at its batch `first_batch` (the earlier batches are never loaded): how a
+ * resumed run continues in the middle of an epoch. Past the end: the epoch is already over. */
+dsc_status *dsc_loader_start_epoch_at(dsc_loader *l, uint32_t epoch, size_t first_batch);
 /* Batches this rank gets per epoch. */
 size_t dsc_loader_batches_per_epoch(const dsc_loader *l);
 /* The next batch of the epoch in *out, or *out = NULL at its end. */

@@ -378,6 +378,10 @@ dsc_status *dsc_loader_open(const dsc_dataset *ds, const dsc_loader_config *cfg,
 }
 
 dsc_status *dsc_loader_start_epoch(dsc_loader *l, uint32_t epoch) {
+  return dsc_loader_start_epoch_at(l, epoch, 0);
+}
+
+dsc_status *dsc_loader_start_epoch_at(dsc_loader *l, uint32_t epoch, size_t first_batch) {
   pthread_mutex_lock(&l->mu);
   l->epoch_started = 0; /* no new items */
   while (l->in_flight > 0) pthread_cond_wait(&l->done_cv, &l->mu);
@@ -389,8 +393,9 @@ dsc_status *dsc_loader_start_epoch(dsc_loader *l, uint32_t epoch) {
   l->epoch = epoch;
   ld_plan_epoch(l);
   for (int s = 0; s < l->n_slots; s++) l->slots[s].done = 0;
-  l->next_item = 0;
-  l->consumed = 0;
+  if (first_batch > l->n_batches) first_batch = l->n_batches;
+  l->next_item = first_batch < l->n_batches ? l->batch_start[first_batch] : l->n_items;
+  l->consumed = first_batch;
   l->returned = 0;
   l->epoch_started = 1;
   pthread_cond_broadcast(&l->work_cv);
