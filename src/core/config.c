@@ -487,6 +487,26 @@ static void cut_comment(char *s) {
     }
 }
 
+/* "[a], [b], [c]": every section when key is NULL, else the sections holding `key`,
+ * in table order. */
+static void sections_list(const char *key, char *buf, size_t cap) {
+  size_t n = 0;
+  int count = 0;
+  buf[0] = 0;
+  for (int i = 0; i < NKEYS; i++) {
+    const char *name = config_keys[i].name, *dot = strchr(name, '.');
+    int len = (int)(dot - name);
+    if (key && strcmp(dot + 1, key) != 0) continue;
+    if (i > 0 && !key) {
+      const char *prev = config_keys[i - 1].name;
+      if (strncmp(prev, name, (size_t)len + 1) == 0) continue;
+    }
+    if (n + (size_t)len + 8 >= cap) break;
+    n += (size_t)snprintf(buf + n, cap - n, "%s[%.*s]", count ? ", " : "", len, name);
+    count++;
+  }
+}
+
 static int section_known(const char *sec) {
   size_t n = strlen(sec);
   for (int i = 0; i < NKEYS; i++)
@@ -508,7 +528,8 @@ static dsc_status *ini_line(dsc_config *c, char *line, const char *path, int lin
     if (*trim(rest)) return dsc_errorf("%s:%d: text after the section header", path, lineno);
     char *name = trim(s + 1);
     if (!section_known(name)) {
-      const char *known = "method, model, data, aug, optim, run";
+      char known[256];
+      sections_list(NULL, known, sizeof known);
       return dsc_errorf("%s:%d: unknown section [%.100s] (sections: %s)", path, lineno, name,
                         known);
     }
@@ -542,13 +563,11 @@ static dsc_status *ini_line(dsc_config *c, char *line, const char *path, int lin
       return dsc_errorf("%s:%d: key \"%.100s\" outside any section (in a file write it as "
                         "[%.*s] then %s = ...)",
                         path, lineno, key, (int)(qdot - key), key, qdot + 1);
-    for (int i = 0; i < NKEYS; i++) {
-      const char *dot = strchr(config_keys[i].name, '.');
-      if (strcmp(dot + 1, key) == 0)
-        return dsc_errorf("%s:%d: key \"%.100s\" outside any section (write it under [%.*s])",
-                          path, lineno, key, (int)(dot - config_keys[i].name),
-                          config_keys[i].name);
-    }
+    char holders[256];
+    sections_list(key, holders, sizeof holders);
+    if (holders[0])
+      return dsc_errorf("%s:%d: key \"%.100s\" outside any section (write it under %s)", path,
+                        lineno, key, holders);
     return dsc_errorf("%s:%d: key \"%.100s\" outside any section (keys go under [section] "
                       "headers as name = value)",
                       path, lineno, key);
@@ -655,8 +674,7 @@ char *dsc_config_to_ini(const dsc_config *c) {
     }
     char text[DSC_CONFIG_PATH_MAX + 64];
     key_format(c, k, text, sizeof text);
-    fprintf(f, "# %s (default %s%s%s)\n", k->meaning, k->def[0] ? "" : "\"", k->def,
-            k->def[0] ? "" : "\"");
+    fprintf(f, "# %s [default: %s]\n", k->meaning, k->def[0] ? k->def : "\"\"");
     if (k->type == KEY_STRING && !k->choices)
       fprintf(f, "%s = \"%s\"\n", dot + 1, text);
     else
