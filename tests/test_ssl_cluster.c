@@ -269,12 +269,12 @@ static void test_golden_ce_ref(void) { golden_proto_with(0, DSC_PROTO_CE); }
 /* ---- finite differences ----
  * Central differences with h = 1e-3 on float inputs (the step actually taken, (x+h) - (x-h) in
  * float, is the denominator); the losses are sums in double, so the truncation error O(h^2)
- * dominates. Tolerance: max-abs error <= 1e-3 * max|grad| + 1e-6. */
+ * dominates (observed ~3e-5 of max|grad| at most). Tolerance: max-abs error <= 1e-4 * max|grad| + 1e-6. */
 
 #define FD_H 1e-3f
 
 static void fd_check(const char *what, const float *analytic, const float *numeric, size_t n) {
-  double tol = 1e-3 * max_abs(numeric, n) + 1e-6;
+  double tol = 1e-4 * max_abs(numeric, n) + 1e-6;
   double e = max_abs_diff(analytic, numeric, n);
   CHECK(e <= tol, "%s: analytic vs finite differences max-abs %.3g > %.3g", what, e, tol);
 }

@@ -4,7 +4,8 @@
  * Conventions:
  *  - Rows are embeddings of `d` floats, row-major; centroids (k, d) likewise.
  *  - Assignment: the scores rows x k come from be->gemm in float32 (chunks of KM_CHUNK rows,
- *    so the work memory is bounded); argmax per row, ties to the smallest k (METHOD.md §1).
+ *    so the work memory is bounded); argmax per row (OpenMP over rows: independent), ties to
+ *    the smallest k (METHOD.md §1).
  *  - Update and cluster means: sums in double, accumulated in row order (deterministic for any
  *    thread count), then norm(x) = x / max(|x|, 1e-12) in double, stored as float.
  *  - An empty cluster keeps its centroid.
@@ -58,6 +59,7 @@ static dsc_status *kmeans_assign(dsc_backend *be, int64_t rows, int d, int k, co
     int m = (int)(rows - r0 < KM_CHUNK ? rows - r0 : KM_CHUNK);
     /* scores (m, k) = v[r0 .. r0+m) (m, d) * centroids^T (d, k) */
     DSC_TRY(be->gemm(be, 0, 1, m, k, d, 1.0f, v + (size_t)r0 * d, d, centroids, d, 0.0f, scores, k));
+#pragma omp parallel for schedule(static) if ((size_t)m * k >= ((size_t)1 << 16))
     for (int i = 0; i < m; i++) {
       const float *s = scores + (size_t)i * k;
       int best = 0;

@@ -28,9 +28,36 @@
 
 #include "dsc/ssl_loss.h"
 
-/* out[c] = factor * q[c] for one row; the factor is computed by the caller in double. */
+/* q[c] *= factor for one row; the factor is computed by the caller in double. */
 static void row_scale(float *q, int k, double factor) {
   for (int c = 0; c < k; c++) q[c] = (float)((double)q[c] * factor);
+}
+
+/* SwAV's "Q /= rowsum(Q); Q /= K": each prototype's codes (a column of `codes`) divided by
+ * max(their sum, FLT_MIN) * K, sums in double in row order. `acc` (k doubles) makes it one
+ * pass over the rows; without it (allocation failed) each prototype is summed on its own. */
+static void sinkhorn_proto_normalize(int64_t b, int k, float *codes, double *acc) {
+  if (!acc) {
+    for (int c = 0; c < k; c++) {
+      double s = 0;
+      for (int64_t r = 0; r < b; r++) s += codes[(size_t)r * k + c];
+      double f = 1.0 / ((s > FLT_MIN ? s : FLT_MIN) * (double)k);
+      for (int64_t r = 0; r < b; r++)
+        codes[(size_t)r * k + c] = (float)((double)codes[(size_t)r * k + c] * f);
+    }
+    return;
+  }
+  for (int c = 0; c < k; c++) acc[c] = 0;
+  for (int64_t r = 0; r < b; r++) {
+    const float *q = codes + (size_t)r * k;
+    for (int c = 0; c < k; c++) acc[c] += q[c];
+  }
+  for (int c = 0; c < k; c++) acc[c] = 1.0 / ((acc[c] > FLT_MIN ? acc[c] : FLT_MIN) * (double)k);
+#pragma omp parallel for schedule(static) if ((size_t)b * k >= ((size_t)1 << 16))
+  for (int64_t r = 0; r < b; r++) {
+    float *q = codes + (size_t)r * k;
+    for (int c = 0; c < k; c++) q[c] = (float)((double)q[c] * acc[c]);
+  }
 }
 
 void dsc_sinkhorn(int64_t b, int k, const float *scores, float eps, int iters, float *codes) {
@@ -42,69 +69,39 @@ void dsc_sinkhorn(int64_t b, int k, const float *scores, float eps, int iters, f
     double s = (double)scores[i] * inv_eps;
     if (s > mx) mx = s;
   }
-  double sum = 0;
-  for (size_t i = 0; i < total; i++) {
-    double e = exp((double)scores[i] * inv_eps - mx);
-    float f = (float)e;
-    if (f < FLT_MIN) f = 0.0f;
-    codes[i] = f;
-    sum += f;
+  /* Q = exp(S/eps - max), flushed below FLT_MIN (rows in parallel: each entry is independent) */
+#pragma omp parallel for schedule(static) if (total >= ((size_t)1 << 16))
+  for (int64_t r = 0; r < b; r++) {
+    for (int c = 0; c < k; c++) {
+      size_t i = (size_t)r * k + c;
+      float f = (float)exp((double)scores[i] * inv_eps - mx);
+      codes[i] = f < FLT_MIN ? 0.0f : f;
+    }
   }
   /* Q /= sum(Q) */
+  double sum = 0;
+  for (size_t i = 0; i < total; i++) sum += codes[i];
   double inv = 1.0 / (sum > FLT_MIN ? sum : FLT_MIN);
   for (size_t i = 0; i < total; i++) codes[i] = (float)((double)codes[i] * inv);
 
-  double *proto_sum = malloc((size_t)k * sizeof *proto_sum);
-  if (!proto_sum) {
-    /* Allocation of k doubles failing leaves no way to report from this void interface;
-     * fall back to summing one prototype at a time (O(b k) passes, no memory). */
-    for (int it = 0; it < iters; it++) {
-      for (int c = 0; c < k; c++) {
-        double s = 0;
-        for (int64_t r = 0; r < b; r++) s += codes[(size_t)r * k + c];
-        double f = 1.0 / ((s > FLT_MIN ? s : FLT_MIN) * (double)k);
-        for (int64_t r = 0; r < b; r++)
-          codes[(size_t)r * k + c] = (float)((double)codes[(size_t)r * k + c] * f);
-      }
-      double per = it == iters - 1 ? 1.0 : (double)b;
-      for (int64_t r = 0; r < b; r++) {
-        float *q = codes + (size_t)r * k;
-        double s = 0;
-        for (int c = 0; c < k; c++) s += q[c];
-        row_scale(q, k, 1.0 / ((s > FLT_MIN ? s : FLT_MIN) * per));
-      }
-    }
-  } else {
-    for (int it = 0; it < iters; it++) {
-      /* Q /= rowsum(Q) (one sum per prototype, over the samples in row order); Q /= K */
-      for (int c = 0; c < k; c++) proto_sum[c] = 0;
-      for (int64_t r = 0; r < b; r++) {
-        const float *q = codes + (size_t)r * k;
-        for (int c = 0; c < k; c++) proto_sum[c] += q[c];
-      }
-      for (int c = 0; c < k; c++) {
-        double s = proto_sum[c];
-        proto_sum[c] = 1.0 / ((s > FLT_MIN ? s : FLT_MIN) * (double)k);
-      }
-      /* Q /= colsum(Q) (one sum per sample); Q /= B; the last iteration's "/ B" cancels
-       * the final "Q *= B". */
-      double per = it == iters - 1 ? 1.0 : (double)b;
+  double *acc = malloc((size_t)k * sizeof *acc);
+  for (int it = 0; it < iters; it++) {
+    sinkhorn_proto_normalize(b, k, codes, acc);
+    /* "Q /= colsum(Q); Q /= B": each sample's row divided by max(its sum, FLT_MIN) * B; the
+     * last iteration's "/ B" cancels the final "Q *= B" and is left out. */
+    double per = it == iters - 1 ? 1.0 : (double)b;
 #pragma omp parallel for schedule(static) if (total >= ((size_t)1 << 16))
-      for (int64_t r = 0; r < b; r++) {
-        float *q = codes + (size_t)r * k;
-        double s = 0;
-        for (int c = 0; c < k; c++) {
-          q[c] = (float)((double)q[c] * proto_sum[c]);
-          s += q[c];
-        }
-        row_scale(q, k, 1.0 / ((s > FLT_MIN ? s : FLT_MIN) * per));
-      }
+    for (int64_t r = 0; r < b; r++) {
+      float *q = codes + (size_t)r * k;
+      double s = 0;
+      for (int c = 0; c < k; c++) s += q[c];
+      row_scale(q, k, 1.0 / ((s > FLT_MIN ? s : FLT_MIN) * per));
     }
-    free(proto_sum);
   }
-  if (iters <= 0) {
+  free(acc);
+  /* Q *= B (already folded in when there was an iteration) */
+  if (iters <= 0)
     for (size_t i = 0; i < total; i++) codes[i] = (float)((double)codes[i] * (double)b);
-  }
 }
 
 /* For a score row s (k) with target code q (k): returns -sum_c q_c log softmax(s/tau)_c and,
