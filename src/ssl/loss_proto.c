@@ -63,10 +63,9 @@ static void sinkhorn_proto_normalize(int64_t b, int k, float *codes, double *acc
 void dsc_sinkhorn(int64_t b, int k, const float *scores, float eps, int iters, float *codes) {
   if (b <= 0 || k <= 0) return;
   size_t total = (size_t)b * (size_t)k;
-  double inv_eps = 1.0 / (double)eps;
   double mx = -INFINITY;
   for (size_t i = 0; i < total; i++) {
-    double s = (double)scores[i] * inv_eps;
+    double s = (double)scores[i] / (double)eps;
     if (s > mx) mx = s;
   }
   /* Q = exp(S/eps - max), flushed below FLT_MIN (rows in parallel: each entry is independent) */
@@ -74,7 +73,7 @@ void dsc_sinkhorn(int64_t b, int k, const float *scores, float eps, int iters, f
   for (int64_t r = 0; r < b; r++) {
     for (int c = 0; c < k; c++) {
       size_t i = (size_t)r * k + c;
-      float f = (float)exp((double)scores[i] * inv_eps - mx);
+      float f = (float)exp((double)scores[i] / (double)eps - mx);
       codes[i] = f < FLT_MIN ? 0.0f : f;
     }
   }
