@@ -16,6 +16,7 @@ static const struct {
   int (*run)(int argc, char **argv);
   const char *about;
 } commands[] = {
+    {"pretrain", cmd_pretrain, "self-supervised pretraining (MoCo-v2, DenseCL, DSC) on a folder of images"},
     {"selfcheck", cmd_selfcheck, "build a ResNet, run one training step, report it"},
     {"info", cmd_info, "list the tensors and metadata of a safetensors file"},
     {"embed", cmd_embed, "C2..C5 and pooled features of images for given weights"},
