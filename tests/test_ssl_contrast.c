@@ -575,6 +575,21 @@ static void test_infonce_large(void) {
     check_loss(be[b]->name, loss, loss_want, 1e-5);               /* relative 1e-5 */
     check_grad(be[b]->name, g, g_want, (size_t)rows * d, 1e-5, 1e-7); /* 1e-5 max + 1e-7 */
   }
+  /* Deterministic for a fixed thread count: two runs on a 2-thread cpu backend agree bit
+   * for bit. */
+  dsc_backend *be2 = NULL;
+  CHECK_OK(dsc_backend_cpu_new(2, &be2));
+  if (be2) {
+    float *g2 = calloc((size_t)rows * d, sizeof(float));
+    double l1 = 0.0, l2 = 0.0;
+    memset(g, 0, sizeof(float) * rows * d);
+    CHECK_OK(dsc_loss_infonce(be2, rows, d, npos, L, q, pos, queue, (float)tau, 1.0f, &l1, g));
+    CHECK_OK(dsc_loss_infonce(be2, rows, d, npos, L, q, pos, queue, (float)tau, 1.0f, &l2, g2));
+    CHECK(l1 == l2 && memcmp(g, g2, sizeof(float) * rows * d) == 0,
+          "2 threads: two runs differ (loss %.17g vs %.17g)", l1, l2);
+    free(g2);
+    be2->destroy(be2);
+  }
   free(g);
   free(lg);
   free(g_want);

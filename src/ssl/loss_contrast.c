@@ -25,11 +25,20 @@
 #define INFONCE_CHUNK 256
 #define INFONCE_WORK ((int64_t)1 << 23)
 
+/* The largest of x[0..n) (-inf when n = 0). A maximum does not depend on the order, so the
+ * loop may be vectorized (omp simd). */
+static float row_max(const float *x, int64_t n) {
+  float m = -INFINITY;
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 0; j < n; j++) m = x[j] > m ? x[j] : m;
+  return m;
+}
+
 /* Step 2 and the positive half of step 4 for one row: w (L) holds the row's queue logits
- * on entry and its softmax weights on exit; pl (npos) is scratch. Returns loss_r; *coef
- * (npos) receives softmax_all_t - softmax_pos_t for the positives. */
+ * on entry and, when `grad` is set, its softmax weights on exit; pl (npos) is scratch.
+ * Returns loss_r; coef (npos) receives softmax_all_t - softmax_pos_t for the positives. */
 static double infonce_row(int d, int npos, int64_t L, const float *q, const float *pos,
-                          double inv_tau, float *w, double *pl, double *coef) {
+                          double inv_tau, int grad, float *w, double *pl, double *coef) {
   double m = -INFINITY;
   for (int t = 0; t < npos; t++) {
     const float *pt = pos + (size_t)t * d;
@@ -39,12 +48,16 @@ static double infonce_row(int d, int npos, int64_t L, const float *q, const floa
     if (pl[t] > m) m = pl[t];
   }
   const double m_pos = m;
-  for (int64_t j = 0; j < L; j++)
-    if (w[j] > m) m = w[j];
+  const float mq = row_max(w, L);
+  if ((double)mq > m) m = mq;
   double sum_pos_m = 0.0; /* sum of exp(pl - m_pos) */
   for (int t = 0; t < npos; t++) sum_pos_m += exp(pl[t] - m_pos);
   double sum_all = 0.0; /* sum of exp(l - m) over all logits */
   for (int t = 0; t < npos; t++) sum_all += exp(pl[t] - m);
+  if (!grad) {
+    for (int64_t j = 0; j < L; j++) sum_all += exp((double)w[j] - m);
+    return (m + log(sum_all)) - (m_pos + log(sum_pos_m));
+  }
   for (int64_t j = 0; j < L; j++) {
     const double e = exp((double)w[j] - m);
     w[j] = (float)e;
@@ -102,7 +115,8 @@ dsc_status *dsc_loss_infonce(dsc_backend *be, int64_t rows, int d, int npos, int
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < cr; r++)
       lr[r] = infonce_row(d, npos, L, qc + (size_t)r * d, pc + (size_t)r * npos * d, inv_tau,
-                          w + (size_t)r * L, pl + (size_t)r * npos, coef + (size_t)r * npos);
+                          dq != NULL, w + (size_t)r * L, pl + (size_t)r * npos,
+                          coef + (size_t)r * npos);
     for (int r = 0; r < cr; r++) total += lr[r];
     if (!dq) continue;
     if (L > 0) {
