@@ -146,8 +146,9 @@ static void pooled_norm(int n, int p, int d, const float *x, float *y) {
   dsc_l2norm_rows(n, d, y, NULL, y);
 }
 
-/* The first non-finite value of the gradient blob, by tensor name; NULL if all finite. */
-static const char *nonfinite_grad(const dsc_ssl_model *m, const float *g) {
+/* The first parameter tensor with a non-finite value in blob g (gradients or parameters),
+ * by name; NULL if all finite. */
+static const char *nonfinite_param(const dsc_ssl_model *m, const float *g) {
   for (int i = 0; i < m->table.count; i++) {
     const dsc_tensor_entry *e = &m->table.entries[i];
     if (e->role != DSC_ROLE_PARAM) continue;
@@ -297,7 +298,7 @@ dsc_status *dsc_ssl_step(dsc_ssl_model *m, const float *a, const float *b, int n
   DSC_TRY(dsc_resnet_backward(&m->online, w->dh));
   int frozen = m->has_protos && step < cfg->freeze_prototypes_steps;
   if (frozen) DSC_TRY(be->zero(be, m->grads + m->protos_off, (size_t)cfg->prototypes * d));
-  const char *bad_grad = nonfinite_grad(m, m->grads);
+  const char *bad_grad = nonfinite_param(m, m->grads);
   if (bad_grad)
     return dsc_errorf("step %lld: the gradient of %s is not finite (loss %.6g, lr %.6g); stopping "
                       "before the update", (long long)step, bad_grad, info->loss_total, lr);
@@ -306,6 +307,11 @@ dsc_status *dsc_ssl_step(dsc_ssl_model *m, const float *a, const float *b, int n
   dsc_sgd_config sgd = {cfg->optim_momentum, cfg->weight_decay, cfg->nesterov};
   size_t n_upd = frozen ? m->encoder_numel : m->table.param_numel;
   DSC_TRY(dsc_sgd_step(be, &sgd, (float)lr, n_upd, m->params, m->grads, m->momentum));
+  /* A finite gradient times a huge rate can still overflow: such a state is never saved. */
+  const char *bad_param = nonfinite_param(m, m->params);
+  if (bad_param)
+    return dsc_errorf("step %lld: %s is not finite after the SGD update (lr %.6g is too large?)",
+                      (long long)step, bad_param, lr);
 
   /* (5) enqueue the key images at the pointer (METHOD.md §3). */
   for (int i = 0; i < n; i++)
