@@ -2,7 +2,11 @@
  * on a synthetic batch: warm-up steps, then timed steps; reports the median. The same step
  * is timed in PyTorch by bench/torch_step.py (see docs/performance.md).
  * `dsc bench data` — two-view batches per second from the loader over a folder of images
- * (bench/make_jpegs.py makes one; bench/torch_data.py times torchvision on the same files). */
+ * (bench/make_jpegs.py makes one; bench/torch_data.py times torchvision on the same files).
+ * `dsc bench step method=X [key=value ...]` — the full pretraining step of a method (EMA, key
+ * forward with shuffle-BN, query forward, losses, backward, SGD, enqueue) on synthetic views,
+ * configuration keys as `dsc pretrain` (defaults: METHOD.md's, bn_groups 8, queue 65536);
+ * bench/torch_step.py --method X times the same step in PyTorch. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +14,10 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/synthetic.h"
+#include "dsc/config.h"
 #include "dsc/loader.h"
+#include "dsc/rng.h"
+#include "dsc/ssl.h"
 
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -87,6 +94,63 @@ static int bench_data(cli_args *a) {
   return rc;
 }
 
+/* `dsc bench step method=X ...`: the pretraining step of a method on two synthetic views. */
+static int bench_method(cli_args *a, int size, int batch, int threads, long warmup, long steps) {
+  dsc_config cfg;
+  dsc_config_defaults(&cfg);
+  dsc_status *st = NULL;
+  char kv[256];
+  snprintf(kv, sizeof kv, "model.arch=%s", cli_get(a, "arch"));
+  st = dsc_config_set_arg(&cfg, kv);
+  snprintf(kv, sizeof kv, "model.stem=%s", cli_get(a, "stem"));
+  if (!st) st = dsc_config_set_arg(&cfg, kv);
+  cfg.size = size, cfg.batch = batch, cfg.threads = threads;
+  for (int i = 1; !st && i < a->n_positional; i++) st = dsc_config_set_arg(&cfg, a->positional[i]);
+  if (!st) st = dsc_config_finalize(&cfg);
+  if (st) {
+    cli_report(st);
+    return 2;
+  }
+  dsc_backend *be = NULL;
+  dsc_ssl_model m;
+  memset(&m, 0, sizeof m);
+  size_t nx = (size_t)batch * size * size * 3;
+  float *x = malloc(2 * nx * sizeof *x);
+  double *times = calloc((size_t)steps, sizeof *times);
+  if (!x || !times) st = dsc_errorf("out of memory for the synthetic views");
+  for (size_t i = 0; !st && i < 2 * nx; i++) x[i] = (float)dsc_rng_normal(0, DSC_RNG_BENCH, 2, (uint32_t)i, 0);
+  if (!st) st = dsc_backend_cpu_new(threads, &be);
+  if (!st) st = dsc_ssl_model_create(&m, be, &cfg);
+  dsc_ssl_step_info info;
+  for (long s = 0; !st && s < warmup + steps; s++) {
+    double t = synthetic_now_s();
+    st = dsc_ssl_step(&m, x, x + nx, batch, size, 0.01, &info, NULL);
+    if (s >= warmup) times[s - warmup] = synthetic_now_s() - t;
+  }
+  int rc = 0;
+  if (st) {
+    rc = cli_report(st);
+  } else {
+    qsort(times, (size_t)steps, sizeof *times, cmp_double);
+    double median = times[steps / 2], rss = synthetic_peak_rss_mb();
+    char what[160];
+    snprintf(what, sizeof what, "%s %s%s %dx%d b%d", dsc_method_name(cfg.method), cfg.arch,
+             strcmp(cfg.stem, "small") == 0 ? "-small" : "", size, size, batch);
+    if (cli_get(a, "json"))
+      printf("{\"what\": \"%s\", \"impl\": \"dsc\", \"method\": \"%s\", \"threads\": %d, "
+             "\"img_per_s\": %.3f, \"step_s\": %.5f, \"min_step_s\": %.5f, \"peak_rss_mb\": %.1f}\n",
+             what, dsc_method_name(cfg.method), threads, batch / median, median, times[0], rss);
+    else
+      printf("%-36s %10.2f img/s  median step %.4f s (min %.4f, %ld steps)  peak RSS %.0f MiB\n",
+             what, batch / median, median, times[0], steps, rss);
+  }
+  if (m.be) dsc_ssl_model_free(&m);
+  if (be) be->destroy(be);
+  free(x);
+  free(times);
+  return rc;
+}
+
 int cmd_bench(int argc, char **argv) {
   cli_option opts[] = {
       {"arch", 1, "resnet50", "resnet18, resnet34 or resnet50", NULL},
@@ -103,14 +167,15 @@ int cmd_bench(int argc, char **argv) {
   cli_args a = {.command = "bench", .opts = opts, .n_opts = sizeof opts / sizeof opts[0]};
   if (cli_report(cli_parse(&a, argc, argv))) return 2;
   if (a.help || a.n_positional == 0) {
-    cli_print_help(&a, "dsc bench step|data [options]",
-                   "step: times the training step of a ResNet (forward, backward, SGD) on a synthetic batch.\n"
+    cli_print_help(&a, "dsc bench step [method=X key=value ...]|data [options]",
+                   "step: times the training step of a ResNet (forward, backward, SGD) on a synthetic batch;\n"
+                   "  with method=X (and any dsc pretrain key=value), the full pretraining step of method X.\n"
                    "data: times the loader's two-view augmented batches from --path.",
                    a.help ? stdout : stderr);
     return a.help ? 0 : 2;
   }
   if (a.n_positional == 1 && strcmp(a.positional[0], "data") == 0) return bench_data(&a);
-  if (a.n_positional != 1 || strcmp(a.positional[0], "step") != 0) {
+  if (strcmp(a.positional[0], "step") != 0 || (a.n_positional > 1 && !strchr(a.positional[1], '='))) {
     fprintf(stderr, "dsc: error: unknown benchmark \"%s\" (available: step, data)\n", a.positional[0]);
     return 2;
   }
@@ -123,6 +188,7 @@ int cmd_bench(int argc, char **argv) {
       cli_report(cli_get_int(&a, "steps", 1, 1000, &steps)) ||
       cli_report(synthetic_parse_model(cli_get(&a, "arch"), cli_get(&a, "stem"), &cfg)))
     return 2;
+  if (a.n_positional > 1) return bench_method(&a, (int)size, (int)batch, (int)threads, warmup, steps);
   synthetic_run r;
   dsc_status *st = synthetic_init(&r, &cfg, (int)batch, (int)size, (int)threads, 0);
   double *times = calloc((size_t)steps, sizeof *times), loss = 0;
