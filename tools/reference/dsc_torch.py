@@ -118,6 +118,9 @@ def config_from_metadata(meta):
         except ValueError:
             raise ValueError(f"metadata {key} = {text!r} is not a number") from None
     cfg = Config(**kw)
+    world = int(meta.get("world_size", "1"))
+    if world > 1:  # several processes: each process is one BN group, bn_groups ignored (§5)
+        cfg.bn_groups = world
     if cfg.method not in METHODS:
         raise ValueError(f"metadata method.name = {cfg.method!r} is not one of {', '.join(METHODS)}")
     return cfg
@@ -220,6 +223,14 @@ def build_backbone(arch, stem, groups):
                 bn = GroupedBatchNorm2d(child.num_features, groups)
                 setattr(mod, child_name, bn)
     return net
+
+
+def c5_size(stem, size):
+    """Side S of the C5 map for input side `size`: each stride-2 stage gives ceil(x/2)
+    (conv1 and max-pool of the standard stem, layer2, layer3, layer4)."""
+    for _ in range(3 if stem == "small" else 5):
+        size = (size + 1) // 2
+    return size
 
 
 def backbone_forward(net, x):
@@ -607,7 +618,27 @@ class Model:
         return out
 
 
-def reference_step(state, inputs, config, discrete=None, dtype=torch.float64, lr=None):
+def relu_near_ties(encoder, rel):
+    """Registers pre-hooks on the encoder's ReLUs counting inputs with |x| <= rel * max|x| of that
+    call: a float32 implementation may give such an input the other sign, which moves the gradient
+    discontinuously (DESIGN.md §8). Returns (counts dict module name -> count, hook handles)."""
+    counts = {}
+    handles = []
+
+    def make(name):
+        def hook(_mod, inp):
+            x = inp[0].detach()
+            near = int((x.abs() <= rel * x.abs().max()).sum() - (x == 0).sum())
+            counts[name] = counts.get(name, 0) + near
+        return hook
+
+    for name, mod in encoder.named_modules():
+        if isinstance(mod, nn.ReLU):
+            handles.append(mod.register_forward_pre_hook(make(name)))
+    return counts, handles
+
+
+def reference_step(state, inputs, config, discrete=None, dtype=torch.float64, lr=None, relu_tie=None):
     """Everything a step dump holds, recomputed (spec/INTERFACES.md "The step dump").
 
     state: dict checkpoint name -> tensor (before the step); inputs: dict with `input.a`, `input.b`
@@ -615,14 +646,21 @@ def reference_step(state, inputs, config, discrete=None, dtype=torch.float64, lr
     dict of given choices (`match.c`, `nei.idx`, `km.history`, `ce.target`) to follow; lr: the step's
     learning rate (default lr_at(config, config.step)).
     Returns a dict: loss.*, grad.<name>, after.<name> (tensors), the step's own discrete choices
-    under their dump names, and `choices` (the Choices object: gaps and counts of mismatches).
+    under their dump names, and `choices` (the Choices object: gaps and counts of mismatches);
+    with relu_tie, also `relu.near` (relu_near_ties's counts for the online encoder).
     """
     model = Model(config, dtype=dtype)
     model.load(state)
+    if relu_tie is not None:
+        near, handles = relu_near_ties(model.online, relu_tie)
     if lr is None:
         lr = lr_at(config, config.step)
     out = model.step(inputs["input.a"], inputs["input.b"], inputs["perm.key"], lr,
                      km_init=inputs.get("km.init"), discrete=discrete)
+    if relu_tie is not None:
+        for h in handles:
+            h.remove()
+        out["relu.near"] = near
     choices = out["choices"]
     for kind, ours in choices.ours.items():
         out[kind] = ours

@@ -7,7 +7,9 @@ writes OUTDIR/<method>.safetensors for every method (or the ones named), each la
 `dsc pretrain ... run.dump_step=DIR` (spec/INTERFACES.md "The step dump"): input.a/b, perm.key,
 every checkpoint tensor before the step, km.init, the discrete choices, loss.*, grad.*, after.*
 and the configuration in __metadata__. All stored floats are F32; the step is computed in float64
-from the F32 values, so check_step.py on such a dump sees only float32 rounding.
+from the F32 values, so check_step.py on such a dump sees only float32 rounding. With
+--dtype float32 the step is computed in float32 instead, as the C side does, and check_step.py
+measures the float32-vs-float64 distance of every tensor.
 
 The configuration is tiny (resnet18, small stem, 4 images of 16x16 so C5 is 2x2, bn_groups 2,
 queue 8, dim 16, 3 clusters, 5 prototypes) and the state is not the initial one: the momentum
@@ -72,8 +74,9 @@ def random_state(cfg, g):
     return {k: (v.float().double() if v.is_floating_point() else v) for k, v in state.items()}
 
 
-def make_dump(method, seed=0):
-    """(tensors as numpy arrays, metadata) of a synthetic dump of `method`."""
+def make_dump(method, seed=0, dtype=torch.float64):
+    """(tensors as numpy arrays, metadata) of a synthetic dump of `method`, the step computed in
+    `dtype` (float32 imitates the C side: check_step.py then measures float32 against float64)."""
     cfg = tiny_config(method)
     g = torch.Generator().manual_seed(seed * 7919 + dsc_torch.METHODS.index(method))
     state = random_state(cfg, g)
@@ -93,7 +96,7 @@ def make_dump(method, seed=0):
             pick = torch.randperm(rows.shape[0], generator=g)[:cfg.clusters]
             inputs["km.init"] = rows[pick].float().double()
     lr = float(np.float32(dsc_torch.lr_at(cfg, cfg.step)))
-    out = dsc_torch.reference_step(state, inputs, cfg, lr=lr)
+    out = dsc_torch.reference_step(state, inputs, cfg, lr=lr, dtype=dtype)
     tensors = {}
     for name, t in list(state.items()) + list(inputs.items()):
         tensors[name] = t
@@ -110,11 +113,13 @@ def main():
     p.add_argument("outdir")
     p.add_argument("--method", action="append", choices=dsc_torch.METHODS)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                   help="precision of the step (float32: what float32 code would dump)")
     a = p.parse_args()
     torch.set_num_threads(1)
     os.makedirs(a.outdir, exist_ok=True)
     for method in a.method or dsc_torch.METHODS:
-        arrays, meta = make_dump(method, a.seed)
+        arrays, meta = make_dump(method, a.seed, getattr(torch, a.dtype))
         path = os.path.join(a.outdir, method + ".safetensors")
         size = safetensors_py.write(path, arrays, meta)
         print(f"{path}: {len(arrays)} tensors, {size / 1e6:.1f} MB")
