@@ -276,7 +276,7 @@ def parse_tol(items):
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or key not in TOLERANCES:
-            raise SystemExit(f"--tol {item!r}: expected CLASS=VALUE with CLASS one of {', '.join(TOLERANCES)}")
+            raise ValueError(f"--tol {item!r}: expected CLASS=VALUE with CLASS one of {', '.join(TOLERANCES)}")
         tol[key] = float(value)
     return tol
 
@@ -320,6 +320,12 @@ def selftest_pieces():
         q = q - 0.1 * (gg + cfg.optim_momentum * buf)
     if float((p.detach() - q).abs().max()) > 1e-12:
         failures.append("SGD Nesterov")
+    # A near-tie: the given choice differs by 1e-7 in score; it is recorded and followed.
+    scores = torch.tensor([[0.5, 0.5 - 1e-7, 0.1], [0.9, 0.2, 0.3]], dtype=torch.float64)
+    ch = dsc_torch.Choices({"x": torch.tensor([1, 0])})
+    got = ch.resolve("x", scores, dsc_torch.first_argmax(scores))
+    if got.tolist() != [1, 0] or ch.gaps["x"].numel() != 1 or not float(ch.gaps["x"][0]) < 1e-6:
+        failures.append("near-tie followed")
     return failures
 
 
@@ -329,7 +335,7 @@ def selftest():
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     tol = dict(TOLERANCES)
     failures = selftest_pieces()
-    print("dsc_torch pieces vs PyTorch (grouped BN, SGD): " + ("ok" if not failures else "FAIL " + ", ".join(failures)))
+    print("dsc_torch pieces (grouped BN and SGD vs PyTorch's, a near-tie followed): " + ("ok" if not failures else "FAIL " + ", ".join(failures)))
     perturb = {"moco-v2": "grad.backbone.conv1.weight", "densecl": "after.queue.dense",
                "dsc-nei": "loss.sem", "dsc-tri": "grad.neck.mlp2.0.weight", "dsc-ce": "after.prototypes.weight",
                "dsc-km": "after.km.centroids", "dsc-pm": "grad.prototypes.weight"}
@@ -402,7 +408,10 @@ def main():
         sys.exit(selftest())
     if not a.dump:
         p.error("a dump file (or --selftest) is required")
-    tol = parse_tol(a.tol)
+    try:
+        tol = parse_tol(a.tol)
+    except ValueError as e:
+        p.error(str(e))
     try:
         tensors, meta = safetensors_py.read(a.dump)
     except (OSError, ValueError) as e:

@@ -483,7 +483,7 @@ class Model:
         """One training step in METHOD.md §5's order. xa, xb (N,3,H,W); perm (N,) the shuffle-BN
         permutation; lr the step's learning rate; km_init the centroids k-means starts from (dsc-km;
         default: km.centroids, which must then be initialized); discrete: given choices to follow.
-        Returns a dict: loss.* (0-dim), grad.<name>, choices (Choices), wb/zb (keys enqueued)."""
+        Returns a dict: loss.* (0-dim), grad.<name>, choices (Choices), vb (the key pixels (N,P,D))."""
         cfg = self.cfg
         choices = Choices(discrete)
         dt = self.dtype
