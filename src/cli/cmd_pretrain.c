@@ -153,6 +153,8 @@ static dsc_status *run(run_state *r, int *interrupted) {
     return dsc_errorf("data.path is not set: give the image folder, e.g. dsc pretrain data.path=DIR");
   if (strcmp(cfg->device, "cpu") != 0)
     return dsc_errorf("run.device=%s: this build has the cpu backend only", cfg->device);
+  if (strcmp(cfg->precision, "fp32") != 0)
+    return dsc_errorf("run.precision=%s: the cpu backend trains in fp32 only", cfg->precision);
   DSC_TRY(make_dirs(cfg->out, "run.out"));
   snprintf(r->ckpt, sizeof r->ckpt, "%s/checkpoint.safetensors", cfg->out);
   int have_ckpt = file_exists(r->ckpt);
@@ -228,7 +230,7 @@ static dsc_status *run(run_state *r, int *interrupted) {
   int tty = isatty(2);
   double t_start = synthetic_now_s(), data_time = 0;
   int64_t imgs_since = 0, last_saved = start;
-  double t_window = t_start;
+  double t_window = t_start, loss_first = 0, loss_last = 0;
   int64_t epoch = -1;
   for (int64_t s = start; s < r->total; s++) {
     int64_t e = s / r->per_epoch;
@@ -257,6 +259,8 @@ static dsc_status *run(run_state *r, int *interrupted) {
     if (st)
       return dsc_status_wrap(st, "training stopped; the last good checkpoint is %s (step %lld)",
                              last_saved > 0 || cfg->resume ? r->ckpt : "(none yet)", (long long)last_saved);
+    if (s == start) loss_first = info.loss_total;
+    loss_last = info.loss_total;
     imgs_since += b->n;
     double now = synthetic_now_s();
     int last = s + 1 == r->total;
@@ -304,9 +308,12 @@ static dsc_status *run(run_state *r, int *interrupted) {
   }
   if (tty) fputc('\n', stderr);
   size_t bad = dsc_loader_bad_count(r->loader);
-  fprintf(stderr, "dsc: done: %lld steps, checkpoint %s", (long long)r->total, r->ckpt);
-  if (bad) fprintf(stderr, "; %zu unusable image file%s skipped (listed above)", bad, bad == 1 ? "" : "s");
-  fprintf(stderr, "\n");
+  fprintf(stderr, "dsc: done: %lld steps in %.1f s, loss %.4f at step %lld -> %.4f at step %lld\n",
+          (long long)r->total, synthetic_now_s() - t_start, loss_first, (long long)start, loss_last,
+          (long long)(r->total - 1));
+  fprintf(stderr, "  checkpoint  %s (dsc info shows it; the backbone is backbone.*)\n"
+          "  metrics     %s/metrics.jsonl\n  config      %s/config.ini\n", r->ckpt, cfg->out, cfg->out);
+  if (bad) fprintf(stderr, "  %zu unusable image file%s skipped:\n", bad, bad == 1 ? "" : "s");
   for (size_t i = 0; i < bad; i++) {
     const char *p, *why;
     dsc_loader_bad_file(r->loader, i, &p, &why);
