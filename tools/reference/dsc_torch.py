@@ -618,27 +618,66 @@ class Model:
         return out
 
 
-def relu_near_ties(encoder, rel):
-    """Registers pre-hooks on the encoder's ReLUs counting inputs with |x| <= rel * max|x| of that
-    call: a float32 implementation may give such an input the other sign, which moves the gradient
-    discontinuously (DESIGN.md §8). Returns (counts dict module name -> count, hook handles)."""
-    counts = {}
-    handles = []
+class ReluProbe:
+    """Hooks on the online encoder's ReLUs (DESIGN.md §8).
 
-    def make(name):
+    Counts, per module, the inputs with 0 < |x| <= rel * max|x| of that call: a float32
+    implementation may give such an input the other sign, which moves the gradient discontinuously.
+    `near` maps module name -> count; `candidates` lists (|x| / max|x|, name, call, flat index),
+    call being the module's call number within the step (a torchvision block calls its ReLU twice).
+    `flips`, a set of (name, call, flat index), makes the step take the other sign there: the
+    forward value changes by at most |x|, the gradient passes where it did not, and not where it did.
+    """
+
+    def __init__(self, encoder, rel, flips=()):
+        self.rel = rel
+        self.flips = set(flips)
+        self.near = {}
+        self.candidates = []
+        self.calls = {}
+        self.saved = {}
+        self.handles = []
+        flip_names = {f[0] for f in self.flips}
+        for name, mod in encoder.named_modules():
+            if isinstance(mod, nn.ReLU):
+                if name in flip_names:
+                    mod.inplace = False  # the forward hook needs the input
+                self.handles.append(mod.register_forward_pre_hook(self._pre(name)))
+                self.handles.append(mod.register_forward_hook(self._post(name)))
+
+    def _pre(self, name):
         def hook(_mod, inp):
+            call = self.calls.get(name, 0)
+            self.calls[name] = call + 1
             x = inp[0].detach()
-            near = int((x.abs() <= rel * x.abs().max()).sum() - (x == 0).sum())
-            counts[name] = counts.get(name, 0) + near
+            scale = float(x.abs().max())
+            near = (x.abs() <= self.rel * scale) & (x != 0)
+            self.near[name] = self.near.get(name, 0) + int(near.sum())
+            for i in near.flatten().nonzero().flatten().tolist():
+                self.candidates.append((float(x.flatten()[i].abs()) / scale, name, call, i))
         return hook
 
-    for name, mod in encoder.named_modules():
-        if isinstance(mod, nn.ReLU):
-            handles.append(mod.register_forward_pre_hook(make(name)))
-    return counts, handles
+    def _post(self, name):
+        def hook(_mod, inp, out):
+            call = self.calls[name] - 1
+            idx = [f[2] for f in self.flips if f[0] == name and f[1] == call]
+            if not idx:
+                return None
+            x = inp[0].flatten()
+            sel = torch.zeros_like(x)
+            sel[torch.tensor(idx)] = 1.0
+            on = (x > 0).to(x.dtype)
+            # where x > 0 the output becomes 0 (x - x); where x < 0 it becomes x (tiny) with gradient 1
+            return (out.flatten() + sel * (1 - 2 * on) * x).view_as(out)
+        return hook
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
 
 
-def reference_step(state, inputs, config, discrete=None, dtype=torch.float64, lr=None, relu_tie=None):
+def reference_step(state, inputs, config, discrete=None, dtype=torch.float64, lr=None, relu_tie=None,
+                   relu_flips=()):
     """Everything a step dump holds, recomputed (spec/INTERFACES.md "The step dump").
 
     state: dict checkpoint name -> tensor (before the step); inputs: dict with `input.a`, `input.b`
@@ -647,20 +686,21 @@ def reference_step(state, inputs, config, discrete=None, dtype=torch.float64, lr
     learning rate (default lr_at(config, config.step)).
     Returns a dict: loss.*, grad.<name>, after.<name> (tensors), the step's own discrete choices
     under their dump names, and `choices` (the Choices object: gaps and counts of mismatches);
-    with relu_tie, also `relu.near` (relu_near_ties's counts for the online encoder).
+    with relu_tie, also `relu.probe` (a ReluProbe of the online encoder: near-tie counts and
+    candidates); relu_flips: ReLU inputs (name, call, flat index) given the other sign (ReluProbe).
     """
     model = Model(config, dtype=dtype)
     model.load(state)
-    if relu_tie is not None:
-        near, handles = relu_near_ties(model.online, relu_tie)
+    probe = None
+    if relu_tie is not None or relu_flips:
+        probe = ReluProbe(model.online, relu_tie if relu_tie is not None else 0.0, relu_flips)
     if lr is None:
         lr = lr_at(config, config.step)
     out = model.step(inputs["input.a"], inputs["input.b"], inputs["perm.key"], lr,
                      km_init=inputs.get("km.init"), discrete=discrete)
-    if relu_tie is not None:
-        for h in handles:
-            h.remove()
-        out["relu.near"] = near
+    if probe is not None:
+        probe.remove()
+        out["relu.probe"] = probe
     choices = out["choices"]
     for kind, ours in choices.ours.items():
         out[kind] = ours
