@@ -1,4 +1,5 @@
 /* main.c: the `dsc` command-line tool: dispatches to one subcommand (src/cli/cmd_*.c). */
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -34,6 +35,11 @@ static void usage(FILE *out) {
 }
 
 int main(int argc, char **argv) {
+  /* Large work buffers (loss chunks, k-means scores, snapshots) are allocated and freed every
+   * step; glibc would map each one afresh and the kernel zero its pages every time (measured
+   * 14% of a DenseCL step in page faults, docs/performance.md). Keep them on the heap instead. */
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
   if (argc < 2) {
     usage(stderr);
     return 2;
