@@ -21,6 +21,7 @@
 #include <stdlib.h>
 
 #include "dsc/ssl_loss.h"
+#include "ssl/fast_exp.h"
 
 #define INFONCE_CHUNK 256
 #define INFONCE_WORK ((int64_t)1 << 23)
@@ -54,17 +55,29 @@ static double infonce_row(int d, int npos, int64_t L, const float *q, const floa
   for (int t = 0; t < npos; t++) sum_pos_m += exp(pl[t] - m_pos);
   double sum_all = 0.0; /* sum of exp(l - m) over all logits */
   for (int t = 0; t < npos; t++) sum_all += exp(pl[t] - m);
+  /* The queue terms: exp of float arguments <= 0 (fast_exp.h, vectorized), summed in double.
+   * m >= every logit, so (float)(w - m) <= 0 and the largest term is 1. */
+  const float mf = (float)m;
+  double sum_q = 0.0;
   if (!grad) {
-    for (int64_t j = 0; j < L; j++) sum_all += exp((double)w[j] - m);
+#pragma omp simd reduction(+ : sum_q)
+    for (int64_t j = 0; j < L; j++) sum_q += (double)dsc_fast_exp_nonpos(w[j] - mf);
+    sum_all += sum_q * exp((double)mf - m);
     return (m + log(sum_all)) - (m_pos + log(sum_pos_m));
   }
+#pragma omp simd reduction(+ : sum_q)
   for (int64_t j = 0; j < L; j++) {
-    const double e = exp((double)w[j] - m);
-    w[j] = (float)e;
-    sum_all += e;
+    const float e = dsc_fast_exp_nonpos(w[j] - mf);
+    w[j] = e;
+    sum_q += (double)e;
   }
+  /* exp(w - mf) = exp(w - m) * exp(m - mf): the rounding of m to float cancels exactly. */
+  const double corr = exp((double)mf - m);
+  sum_all += sum_q * corr;
   const double inv_all = 1.0 / sum_all;
-  for (int64_t j = 0; j < L; j++) w[j] = (float)((double)w[j] * inv_all);
+  const float wscale = (float)(corr * inv_all);
+#pragma omp simd
+  for (int64_t j = 0; j < L; j++) w[j] *= wscale;
   for (int t = 0; t < npos; t++)
     coef[t] = exp(pl[t] - m) * inv_all - exp(pl[t] - m_pos) / sum_pos_m;
   return (m + log(sum_all)) - (m_pos + log(sum_pos_m));
