@@ -77,6 +77,8 @@ $(BUILD)/bench_ops: bench/bench_ops.c $(BUILD)/libdsc.a
 
 golden:
 	/usr/bin/python3 tools/reference/make_golden.py tests/golden
+	/usr/bin/python3 tools/reference/make_loss_golden_contrast.py tests/golden/loss_contrast.safetensors
+	/usr/bin/python3 tools/reference/make_loss_golden_cluster.py tests/golden/loss_cluster.safetensors
 
 clean:
 	rm -rf build build-asan bin
