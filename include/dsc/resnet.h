@@ -52,6 +52,7 @@ typedef struct dsc_resnet {
   /* Activation plan for (n, h, w, groups); rebuilt when they change. */
   int plan_n, plan_h, plan_w;
   void *arena;                 /* one backend allocation for every saved activation */
+  int arena_borrowed;          /* arena belongs to another network (dsc_resnet_borrow_activations) */
   float *scratch[4];           /* backward work buffers (allocated on first backward) */
   float *pool_y;               /* stem max-pool output (standard stem) */
   int32_t *pool_argmax;
@@ -81,6 +82,16 @@ void dsc_resnet_init_weights(const dsc_resnet *net, const dsc_table *table, uint
  * needs; otherwise BN uses running statistics. */
 dsc_status *dsc_resnet_forward(dsc_resnet *net, const float *x, int n, int h, int w, int train,
                                int bn_groups, dsc_resnet_features *out);
+
+/* Makes `net` run its next forwards of (n, h, w, bn_groups) in `owner`'s activation memory
+ * (planning the owner for that shape), so a network whose activations are not needed after its
+ * forward — the momentum encoder, whose C5 is copied out at once — costs no memory of its own.
+ * Both must have the same architecture. The owner's saved activations are overwritten by such a
+ * forward; `net` must not be differentiated; the owner must not be re-planned for another shape
+ * while `net` uses the memory (call this again before each forward; it is free when nothing
+ * changed). */
+dsc_status *dsc_resnet_borrow_activations(dsc_resnet *net, dsc_resnet *owner, int n, int h, int w,
+                                          int bn_groups);
 
 /* Backward of the last training forward from the gradient of C5 (n,h5,w5,C) NHWC.
  * Accumulates (+=) into the gradient blob; `dc5` is not modified. */

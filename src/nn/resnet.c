@@ -141,7 +141,8 @@ void dsc_resnet_bind(dsc_resnet *net, float *params, float *grads, float *buffer
 }
 
 static void release_plan(dsc_resnet *net) {
-  if (net->arena) net->be->free(net->be, net->arena);
+  if (net->arena && !net->arena_borrowed) net->be->free(net->be, net->arena);
+  net->arena_borrowed = 0;
   for (int i = 0; i < 4; i++)
     if (net->scratch[i]) net->be->free(net->be, net->scratch[i]);
   net->arena = NULL;
@@ -254,6 +255,37 @@ static dsc_status *plan(dsc_resnet *net, int n, int h, int w, int groups) {
   net->max_act = max_act;
   net->plan_n = n, net->plan_h = h, net->plan_w = w;
   net->last_groups = groups;
+  return NULL;
+}
+
+dsc_status *dsc_resnet_borrow_activations(dsc_resnet *net, dsc_resnet *owner, int n, int h, int w,
+                                          int bn_groups) {
+  if (net->cfg.depth != owner->cfg.depth || net->cfg.small_stem != owner->cfg.small_stem ||
+      net->n_units != owner->n_units)
+    return dsc_errorf("ResNet activations borrowed across different architectures");
+  DSC_TRY(plan(owner, n, h, w, bn_groups));
+  if (net->arena_borrowed && net->arena == owner->arena && net->plan_n == n && net->plan_h == h &&
+      net->plan_w == w && net->last_groups == bn_groups)
+    return NULL;
+  release_plan(net);
+  for (int i = 0; i < net->n_units; i++) {
+    dsc_resnet_unit *u = &net->units[i];
+    const dsc_resnet_unit *o = &owner->units[i];
+    u->conv = o->conv;
+    u->bn = o->bn;
+    u->z = o->z;
+    u->y = o->y;
+    u->save_mean = o->save_mean;
+    u->save_var = o->save_var;
+  }
+  net->pool_y = owner->pool_y;
+  net->pool_argmax = owner->pool_argmax;
+  net->pool_numel = owner->pool_numel;
+  net->max_act = owner->max_act;
+  net->arena = owner->arena;
+  net->arena_borrowed = 1;
+  net->plan_n = n, net->plan_h = h, net->plan_w = w;
+  net->last_groups = bn_groups;
   return NULL;
 }
 

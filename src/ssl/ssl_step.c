@@ -195,6 +195,9 @@ dsc_status *dsc_ssl_step(dsc_ssl_model *m, const float *a, const float *b, int n
   }
   size_t img = (size_t)size * size * 3, c5img = (size_t)p * c;
   for (int i = 0; i < n; i++) memcpy(w->xb_shuf + i * img, b + (size_t)w->perm[i] * img, img * sizeof(float));
+  /* The key's activations are not needed once C5 is copied out: it runs in the online
+   * network's activation memory, which the query forward then overwrites. */
+  DSC_TRY(dsc_resnet_borrow_activations(&m->key, &m->online, n, size, size, g));
   dsc_resnet_features fb;
   DSC_TRY(dsc_resnet_forward(&m->key, w->xb_shuf, n, size, size, 1, g, &fb));
   for (int i = 0; i < n; i++)
