@@ -619,7 +619,55 @@ static void test_fast_exp(void) {
             dsc_fast_exp_nonpos(-INFINITY) == 0.0f, "underflow is not 0");
 }
 
+/* Two heads sharing the queue (L_pix + L_nei of dsc-nei) equal one call per head: losses to
+ * 1e-9 relative and the summed gradient to 1e-6 * max (only the order of float roundings
+ * differs: one combined softmax-weight product with the queue instead of two). Also with a
+ * temperature of 0.02, where the heads' maxima differ by up to 100: each head keeps its own
+ * terms (no underflow from the other head's larger logits). */
+static void test_infonce_heads(void) {
+  dsc_backend *be = NULL;
+  CHECK_OK(dsc_backend_cpu_new(2, &be));
+  if (!be) return;
+  const int rows = 200, d = 16, k = 2, L = 700;
+  float *q = test_rows(71, rows, d), *p1 = test_rows(72, rows, d);
+  float *p2 = test_rows(73, (int64_t)rows * (1 + k), d), *kq = test_rows(74, L, d);
+  float *queue = malloc(sizeof(float) * d * L);
+  for (int l = 0; l < L; l++)
+    for (int i = 0; i < d; i++) queue[i * L + l] = kq[l * d + i];
+  float *g_sep = calloc((size_t)rows * d, sizeof(float)), *g_heads = calloc((size_t)rows * d, sizeof(float));
+  const float taus[2] = {0.2f, 0.02f};
+  for (int ti = 0; ti < 2; ti++) {
+    double l1 = 0, l2 = 0, h1 = 0, h2 = 0;
+    memset(g_sep, 0, sizeof(float) * rows * d);
+    memset(g_heads, 0, sizeof(float) * rows * d);
+    CHECK_OK(dsc_loss_infonce(be, rows, d, 1, L, q, p1, queue, taus[ti], 0.5f, &l1, g_sep));
+    CHECK_OK(dsc_loss_infonce(be, rows, d, 1 + k, L, q, p2, queue, taus[ti], 0.3f, &l2, g_sep));
+    dsc_infonce_head heads[2] = {{1, p1, 0.5f, &h1}, {1 + k, p2, 0.3f, &h2}};
+    CHECK_OK(dsc_loss_infonce_heads(be, rows, d, L, q, queue, taus[ti], 2, heads, g_heads));
+    CHECK(fabs(h1 - l1) <= 1e-9 * fabs(l1) && fabs(h2 - l2) <= 1e-9 * fabs(l2),
+          "tau %g: heads %.12g %.12g vs separate %.12g %.12g", (double)taus[ti], h1, h2, l1, l2);
+    double gmax = 0, err = 0;
+    for (int i = 0; i < rows * d; i++) {
+      gmax = fmax(gmax, fabs(g_sep[i]));
+      err = fmax(err, fabs((double)g_heads[i] - g_sep[i]));
+    }
+    CHECK(err <= 1e-6 * gmax, "tau %g: gradient differs by %.3g (max %.3g)", (double)taus[ti], err, gmax);
+  }
+  double dummy = 0;
+  dsc_infonce_head bad = {1, p1, 1.0f, &dummy};
+  CHECK_ERR(dsc_loss_infonce_heads(be, rows, d, L, q, queue, 0.2f, 5, &bad, g_heads), "heads");
+  free(g_sep);
+  free(g_heads);
+  free(q);
+  free(p1);
+  free(p2);
+  free(kq);
+  free(queue);
+  be->destroy(be);
+}
+
 static const dsc_test tests[] = {
+    {"infonce_heads", test_infonce_heads},
     {"fast_exp", test_fast_exp},
     {"golden_l2norm", test_golden_l2norm},
     {"golden_match", test_golden_match},

@@ -62,6 +62,22 @@ dsc_status *dsc_loss_infonce(dsc_backend *be, int64_t rows, int d, int npos, int
                              const float *q, const float *pos, const float *queue, float tau,
                              float scale, double *loss, float *dq);
 
+/* Several InfoNCE terms over the same queries, queue and temperature, differing only in their
+ * positives (L_pix and L_nei of dsc-nei, METHOD.md §4.2-4.3): the rows x L queue logits, their
+ * exponentials and the gradient's product with the queue are computed once for all heads. Each
+ * head h has npos positives pos (rows, npos, d), a gradient scale, and receives its own mean loss
+ * in *loss; dq += sum_h scale_h * dloss_h/dq. Equal, up to rounding, to one dsc_loss_infonce
+ * call per head. */
+typedef struct dsc_infonce_head {
+  int npos;
+  const float *pos;
+  float scale;
+  double *loss;
+} dsc_infonce_head;
+dsc_status *dsc_loss_infonce_heads(dsc_backend *be, int64_t rows, int d, int64_t L,
+                                   const float *q, const float *queue, float tau, int n_heads,
+                                   const dsc_infonce_head *heads, float *dq);
+
 /* Triplet (METHOD.md §4.4), cosine distance delta(x,y) = 1 - x.y:
  *   loss_r = sum_t max(0, delta(q_r, pos_r) - delta(q_r, nei[r,t]) + margin)
  * q, pos (rows, d); nei (rows, k, d). *loss = mean_r loss_r; dq += scale * grad

@@ -235,8 +235,6 @@ dsc_status *dsc_ssl_step(dsc_ssl_model *m, const float *a, const float *b, int n
     /* L_pix (§4.2): the matched key pixel is the positive. */
     for (int64_t r = 0; r < np; r++)
       memcpy(w->pos + r * d, w->vb + ((r / p) * p + w->match[r]) * d, (size_t)d * sizeof(float));
-    DSC_TRY(dsc_loss_infonce(be, np, d, 1, L, w->va, w->pos, m->queue_d, cfg->tau_pix,
-                             cfg->lambda_pix, &info->loss_pix, w->dva));
     int k = cfg->k_nei;
     if (me == DSC_METHOD_DSC_NEI || me == DSC_METHOD_DSC_TRI)
       DSC_TRY(dsc_ssl_neighbors(be, n, p, c, k, w->ua, w->nei_idx));
@@ -249,9 +247,21 @@ dsc_status *dsc_ssl_step(dsc_ssl_model *m, const float *a, const float *b, int n
           memcpy(row + (1 + t) * d, w->va + ((r / p) * p + w->nei_idx[r * k + t]) * d,
                  (size_t)d * sizeof(float));
       }
-      DSC_TRY(dsc_loss_infonce(be, np, d, 1 + k, L, w->va, w->pos_nei, m->queue_d, cfg->tau_sem,
-                               cfg->lambda_sem, &info->loss_sem, w->dva));
-    } else if (me == DSC_METHOD_DSC_TRI) {
+    }
+    if (me == DSC_METHOD_DSC_NEI && cfg->tau_sem == cfg->tau_pix) {
+      /* L_pix and L_nei share the queries, the queue and (by default) the temperature: one pass
+       * over the queue logits serves both. */
+      dsc_infonce_head heads[2] = {{1, w->pos, cfg->lambda_pix, &info->loss_pix},
+                                   {1 + k, w->pos_nei, cfg->lambda_sem, &info->loss_sem}};
+      DSC_TRY(dsc_loss_infonce_heads(be, np, d, L, w->va, m->queue_d, cfg->tau_pix, 2, heads, w->dva));
+    } else {
+      DSC_TRY(dsc_loss_infonce(be, np, d, 1, L, w->va, w->pos, m->queue_d, cfg->tau_pix,
+                               cfg->lambda_pix, &info->loss_pix, w->dva));
+      if (me == DSC_METHOD_DSC_NEI)
+        DSC_TRY(dsc_loss_infonce(be, np, d, 1 + k, L, w->va, w->pos_nei, m->queue_d, cfg->tau_sem,
+                                 cfg->lambda_sem, &info->loss_sem, w->dva));
+    }
+    if (me == DSC_METHOD_DSC_TRI) {
       for (int64_t r = 0; r < np; r++)
         for (int t = 0; t < k; t++)
           memcpy(w->nei + (r * k + t) * d, w->va + ((r / p) * p + w->nei_idx[r * k + t]) * d,
