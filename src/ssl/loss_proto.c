@@ -103,24 +103,29 @@ void dsc_sinkhorn(int64_t b, int k, const float *scores, float eps, int iters, f
     for (size_t i = 0; i < total; i++) codes[i] = (float)((double)codes[i] * (double)b);
 }
 
-/* For a score row s (k) with target code q (k): returns -sum_c q_c log softmax(s/tau)_c and,
- * when grad is not NULL, writes grad = (sigma softmax(s/tau) - q) / tau * gscale, sigma = sum q.
- * grad may alias s. */
-static double proto_soft_ce(const float *s, const float *q, int k, double inv_tau, double gscale,
-                            float *grad) {
+/* log-sum-exp of s/tau over a row of k scores, in double. */
+static double row_lse(const float *s, int k, double inv_tau) {
   double mx = -INFINITY;
   for (int c = 0; c < k; c++) {
     double x = (double)s[c] * inv_tau;
     if (x > mx) mx = x;
   }
-  double se = 0, sigma = 0, qs = 0;
+  double se = 0;
+  for (int c = 0; c < k; c++) se += exp((double)s[c] * inv_tau - mx);
+  return mx + log(se);
+}
+
+/* For a score row s (k) with target code q (k): returns -sum_c q_c log softmax(s/tau)_c and,
+ * when grad is not NULL, writes grad = (sigma softmax(s/tau) - q) / tau * gscale, sigma = sum q.
+ * grad may alias s. */
+static double proto_soft_ce(const float *s, const float *q, int k, double inv_tau, double gscale,
+                            float *grad) {
+  double sigma = 0, qs = 0;
   for (int c = 0; c < k; c++) {
-    double x = (double)s[c] * inv_tau;
-    se += exp(x - mx);
     sigma += q[c];
-    qs += (double)q[c] * x;
+    qs += (double)q[c] * ((double)s[c] * inv_tau);
   }
-  double lse = mx + log(se);
+  double lse = row_lse(s, k, inv_tau);
   if (grad) {
     for (int c = 0; c < k; c++) {
       double p = exp((double)s[c] * inv_tau - lse);
@@ -132,14 +137,7 @@ static double proto_soft_ce(const float *s, const float *q, int k, double inv_ta
 
 /* Hard-target version: returns lse(s/tau) - s_t/tau; grad = (softmax - onehot(t)) / tau * gscale. */
 static double proto_hard_ce(const float *s, int t, int k, double inv_tau, double gscale, float *grad) {
-  double mx = -INFINITY;
-  for (int c = 0; c < k; c++) {
-    double x = (double)s[c] * inv_tau;
-    if (x > mx) mx = x;
-  }
-  double se = 0;
-  for (int c = 0; c < k; c++) se += exp((double)s[c] * inv_tau - mx);
-  double lse = mx + log(se);
+  double lse = row_lse(s, k, inv_tau);
   double st = (double)s[t] * inv_tau;
   if (grad) {
     for (int c = 0; c < k; c++) {
@@ -239,14 +237,7 @@ dsc_status *dsc_loss_proto(dsc_backend *be, dsc_proto_loss_kind kind, int n, int
       if (first[c] < 0) {
         memset(s, 0, (size_t)k * sizeof *s);
       } else {
-        double mx = -INFINITY;
-        for (int j = 0; j < k; j++) {
-          double x = (double)s[j] * inv_tau;
-          if (x > mx) mx = x;
-        }
-        double se = 0;
-        for (int j = 0; j < k; j++) se += exp((double)s[j] * inv_tau - mx);
-        double lse = mx + log(se);
+        double lse = row_lse(s, k, inv_tau);
         double sigma = 0;
         for (int64_t r = first[c]; r >= 0; r = next[r]) {
           const float *q = qa + (size_t)r * k;

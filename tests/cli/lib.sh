@@ -8,6 +8,15 @@ passed=0
 failed=0
 ok() { echo "ok $1"; passed=$((passed + 1)); }
 bad() { echo "FAIL $1"; failed=$((failed + 1)); }
+# expect NAME RC NEEDLE CMD...: CMD exits with RC and its output (stdout + stderr) contains NEEDLE.
+expect() {
+  local name=$1 want=$2 needle=$3
+  shift 3
+  "$@" > "$tmp/out" 2>&1
+  local rc=$?
+  if [ $rc -eq "$want" ] && grep -qF -- "$needle" "$tmp/out"; then ok "$name"
+  else bad "$name (exit $rc, want $want, output: $(tail -c 800 "$tmp/out"))"; fi
+}
 # Prints the summary and exits non-zero if anything failed.
 finish() {
   echo "#summary $passed passed, $failed failed"

@@ -5,16 +5,6 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 
-# expect NAME RC NEEDLE CMD...: CMD exits with RC and stdout+stderr contain NEEDLE.
-expect() {
-  local name=$1 want=$2 needle=$3
-  shift 3
-  "$@" > "$tmp/out" 2>&1
-  local rc=$?
-  if [ $rc -eq "$want" ] && grep -qF -- "$needle" "$tmp/out"; then ok "$name"
-  else bad "$name (exit $rc, want $want, output: $(head -c 600 "$tmp/out"))"; fi
-}
-
 /usr/bin/python3 - "$tmp" <<'PY'
 import os, sys
 from PIL import Image

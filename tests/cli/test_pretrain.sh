@@ -17,13 +17,13 @@ set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
 py=/usr/bin/python3
 
-expect() { # NAME RC NEEDLE CMD...: CMD exits with RC and its output contains NEEDLE
-  local name=$1 want=$2 needle=$3
-  shift 3
-  "$@" > "$tmp/out" 2>&1
-  local rc=$?
-  if [ $rc -eq "$want" ] && grep -qF -- "$needle" "$tmp/out"; then ok "$name"
-  else bad "$name (exit $rc, want $want, output: $(tail -c 800 "$tmp/out"))"; fi
+# wait_for FILE PID: until FILE exists or process PID has ended (at most 300 s).
+wait_for() {
+  for _ in $(seq 1 30000); do
+    [ -f "$1" ] && return
+    kill -0 "$2" 2>/dev/null || return
+    sleep 0.01
+  done
 }
 
 # Fixture images: 13 PNGs of 20x20 with varied patterns, and a folder that adds a corrupt one.
@@ -74,11 +74,7 @@ common="$tiny method=dsc-km optim.steps=$steps run.ckpt_every=1 method.momentum=
 # shellcheck disable=SC2086
 "$dsc" pretrain $common run.out="$tmp/killed" > "$tmp/killed.log" 2>&1 &
 pid=$!
-for _ in $(seq 1 3000); do
-  [ -f "$tmp/killed/checkpoint-00000004.safetensors" ] && break
-  kill -0 $pid 2>/dev/null || break
-  sleep 0.01
-done
+wait_for "$tmp/killed/checkpoint-00000004.safetensors" $pid
 kill -9 $pid 2>/dev/null
 wait $pid 2>/dev/null
 if [ -f "$tmp/killed/checkpoint-$(printf %08d $steps).safetensors" ]; then
@@ -110,11 +106,7 @@ fi
 # shellcheck disable=SC2086
 "$dsc" pretrain $common run.out="$tmp/sigint" > "$tmp/sigint.log" 2>&1 &
 pid=$!
-for _ in $(seq 1 3000); do
-  [ -f "$tmp/sigint/checkpoint-00000002.safetensors" ] && break
-  kill -0 $pid 2>/dev/null || break
-  sleep 0.01
-done
+wait_for "$tmp/sigint/checkpoint-00000002.safetensors" $pid
 kill -INT $pid 2>/dev/null
 wait $pid
 rc=$?
