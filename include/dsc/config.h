@@ -16,7 +16,9 @@
  * duplicate keys within one file are errors naming the file and line (or the override) and
  * the key. dsc_config_finalize resolves dependent defaults (lambda_ins: 1 for moco-v2 and 0.5
  * otherwise unless set) and checks the combination (METHOD.md §3-5 constraints that need no
- * dataset: bn_groups divides batch, queue multiple of batch, k_nei < pixels, ...).
+ * dataset: bn_groups divides batch, queue multiple of batch, ranges, ...; the limits that need the
+ * image size — k_nei below the pixels of C5, clusters at most the pixels of a batch, BN groups of
+ * more than one value — are checked by dsc_ssl_check_input).
  *
  * The resolved configuration is written back in the same format (every key, defaults
  * written out) to the run folder, and as (key, value) string pairs into checkpoint metadata
