@@ -39,12 +39,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import safetensors_py  # noqa: E402
+from dsc_torch import sinkhorn  # noqa: E402  (METHOD.md §4.6, the step reference's own)
 
 N, P, D, K, KP = 2, 9, 8, 5, 6
 KM_ITERS = 3
 TAU_KM, TAU_PM, EPS, SK_ITERS = 0.2, 0.1, 0.05, 3
 MARGIN = 1e-4
-FLT_MIN = float(np.finfo(np.float32).tiny)
 
 
 def norm(x):
@@ -83,21 +83,6 @@ def loss_km(v_a, y_a, v_b, y_b, k, tau):
     logits = ea @ eb.T / tau
     target = torch.arange(len(pres))
     return torch.nn.functional.cross_entropy(logits, target), len(pres)
-
-
-def sinkhorn(s, eps, iters):
-    """METHOD.md §4.6 on scores s (B, K): Q = exp(S/eps - max)^T (K x B), FLT_MIN flush and clamps."""
-    q = torch.exp(s / eps - (s / eps).max()).T
-    q = torch.where(q < FLT_MIN, torch.zeros_like(q), q)
-    b, k = q.shape[1], q.shape[0]
-    q = q / q.sum().clamp_min(FLT_MIN)
-    for _ in range(iters):
-        q = q / q.sum(dim=1, keepdim=True).clamp_min(FLT_MIN)
-        q = q / k
-        q = q / q.sum(dim=0, keepdim=True).clamp_min(FLT_MIN)
-        q = q / b
-    q = q * b
-    return q.T
 
 
 def corr_index(match):
