@@ -94,6 +94,23 @@ static int bench_data(cli_args *a) {
   return rc;
 }
 
+/* Sorts the timed steps and prints the median's throughput, the minimum and the peak RSS: a
+ * table line, or with --json one object (plus "method" when given). */
+static void report_steps(const cli_args *a, const char *what, const char *method, long threads,
+                         long batch, double *times, long steps) {
+  qsort(times, (size_t)steps, sizeof *times, cmp_double);
+  double median = times[steps / 2], rss = synthetic_peak_rss_mb();
+  if (cli_get(a, "json")) {
+    printf("{\"what\": \"%s\", \"impl\": \"dsc\", ", what);
+    if (method) printf("\"method\": \"%s\", ", method);
+    printf("\"threads\": %ld, \"img_per_s\": %.3f, \"step_s\": %.5f, \"min_step_s\": %.5f, "
+           "\"peak_rss_mb\": %.1f}\n", threads, batch / median, median, times[0], rss);
+  } else {
+    printf("%-36s %10.2f img/s  median step %.4f s (min %.4f, %ld steps)  peak RSS %.0f MiB\n",
+           what, batch / median, median, times[0], steps, rss);
+  }
+}
+
 /* `dsc bench step method=X ...`: the pretraining step of a method on two synthetic views. */
 static int bench_method(cli_args *a, int size, int batch, int threads, long warmup, long steps) {
   dsc_config cfg;
@@ -131,18 +148,10 @@ static int bench_method(cli_args *a, int size, int batch, int threads, long warm
   if (st) {
     rc = cli_report(st);
   } else {
-    qsort(times, (size_t)steps, sizeof *times, cmp_double);
-    double median = times[steps / 2], rss = synthetic_peak_rss_mb();
     char what[160];
     snprintf(what, sizeof what, "%s %s%s %dx%d b%d", dsc_method_name(cfg.method), cfg.arch,
              strcmp(cfg.stem, "small") == 0 ? "-small" : "", size, size, batch);
-    if (cli_get(a, "json"))
-      printf("{\"what\": \"%s\", \"impl\": \"dsc\", \"method\": \"%s\", \"threads\": %d, "
-             "\"img_per_s\": %.3f, \"step_s\": %.5f, \"min_step_s\": %.5f, \"peak_rss_mb\": %.1f}\n",
-             what, dsc_method_name(cfg.method), threads, batch / median, median, times[0], rss);
-    else
-      printf("%-36s %10.2f img/s  median step %.4f s (min %.4f, %ld steps)  peak RSS %.0f MiB\n",
-             what, batch / median, median, times[0], steps, rss);
+    report_steps(a, what, dsc_method_name(cfg.method), threads, batch, times, steps);
   }
   if (m.be) dsc_ssl_model_free(&m);
   if (be) be->destroy(be);
@@ -202,18 +211,10 @@ int cmd_bench(int argc, char **argv) {
     synthetic_free(&r);
     return cli_report(st);
   }
-  qsort(times, (size_t)steps, sizeof *times, cmp_double);
-  double median = times[steps / 2], rss = synthetic_peak_rss_mb();
   char what[128];
   snprintf(what, sizeof what, "step %s%s %ldx%ld b%ld", cli_get(&a, "arch"),
            cfg.small_stem ? "-small" : "", size, size, batch);
-  if (cli_get(&a, "json"))
-    printf("{\"what\": \"%s\", \"impl\": \"dsc\", \"threads\": %ld, \"img_per_s\": %.3f, "
-           "\"step_s\": %.5f, \"min_step_s\": %.5f, \"peak_rss_mb\": %.1f}\n",
-           what, threads, batch / median, median, times[0], rss);
-  else
-    printf("%-32s %10.2f img/s  median step %.4f s (min %.4f, %ld steps)  peak RSS %.0f MiB\n",
-           what, batch / median, median, times[0], steps, rss);
+  report_steps(&a, what, NULL, threads, batch, times, steps);
   free(times);
   synthetic_free(&r);
   return 0;
