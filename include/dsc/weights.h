@@ -20,6 +20,22 @@ dsc_status *dsc_weights_load(const dsc_safetensors *f, const dsc_table *table,
                              const char *table_prefix, const char *file_prefix,
                              float *host_params, float *host_buffers, int allow_partial);
 
+/* Calls fn for each entry under `table_prefix` (parameters only when params_only), named
+ * `file_prefix` + (the rest of the name), with its data in the host blobs; after each BN's
+ * running_var, when num_batches_tracked is given, also "<bn>.num_batches_tracked" (I64 scalar
+ * at *num_batches_tracked). Stops at fn's first error. The one walk behind dsc_weights_add and
+ * the checkpoints of src/ssl/. */
+typedef dsc_status *(*dsc_weights_fn)(void *ctx, const char *name, dsc_dtype dtype, int ndim,
+                                      const int64_t *shape, void *data);
+dsc_status *dsc_weights_for_each(const dsc_table *table, const char *table_prefix,
+                                 const char *file_prefix, int params_only, float *host_params,
+                                 float *host_buffers, int64_t *num_batches_tracked,
+                                 dsc_weights_fn fn, void *ctx);
+
+/* A dsc_weights_fn that adds each tensor to the dsc_st_writer passed as ctx. */
+dsc_status *dsc_weights_writer_add_fn(void *ctx, const char *name, dsc_dtype dtype, int ndim,
+                                      const int64_t *shape, void *data);
+
 /* Adds the entries under `table_prefix` to writer `w` named `file_prefix` + rest, reading
  * host blobs (which must outlive the save). For each BN (an entry ending in
  * ".running_var") also adds "<bn>.num_batches_tracked" as an I64 scalar pointing at

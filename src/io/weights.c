@@ -84,24 +84,40 @@ dsc_status *dsc_weights_load(const dsc_safetensors *f, const dsc_table *table,
   return NULL;
 }
 
-dsc_status *dsc_weights_add(dsc_st_writer *w, const dsc_table *table, const char *table_prefix,
-                            const char *file_prefix, const float *host_params,
-                            const float *host_buffers, const int64_t *num_batches_tracked) {
+dsc_status *dsc_weights_for_each(const dsc_table *table, const char *table_prefix,
+                                 const char *file_prefix, int params_only, float *host_params,
+                                 float *host_buffers, int64_t *num_batches_tracked,
+                                 dsc_weights_fn fn, void *ctx) {
   char name[256];
   size_t tp = strlen(table_prefix);
   for (int i = 0; i < table->count; i++) {
     const dsc_tensor_entry *e = &table->entries[i];
     if (!starts_with(e->name, table_prefix)) continue;
+    if (params_only && e->role != DSC_ROLE_PARAM) continue;
     snprintf(name, sizeof name, "%s%s", file_prefix, e->name + tp);
-    const float *src = (e->role == DSC_ROLE_PARAM ? host_params : host_buffers) + e->offset;
-    DSC_TRY(dsc_st_writer_add(w, name, DSC_F32, e->ndim, e->shape, src));
+    float *src = (e->role == DSC_ROLE_PARAM ? host_params : host_buffers) + e->offset;
+    DSC_TRY(fn(ctx, name, DSC_F32, e->ndim, e->shape, src));
     if (num_batches_tracked && ends_with(name, ".running_var")) {
       name[strlen(name) - strlen("running_var")] = 0;
       strcat(name, "num_batches_tracked");
-      DSC_TRY(dsc_st_writer_add(w, name, DSC_I64, 0, NULL, num_batches_tracked));
+      DSC_TRY(fn(ctx, name, DSC_I64, 0, NULL, num_batches_tracked));
     }
   }
   return NULL;
+}
+
+dsc_status *dsc_weights_writer_add_fn(void *ctx, const char *name, dsc_dtype dtype, int ndim,
+                                      const int64_t *shape, void *data) {
+  return dsc_st_writer_add(ctx, name, dtype, ndim, shape, data);
+}
+
+dsc_status *dsc_weights_add(dsc_st_writer *w, const dsc_table *table, const char *table_prefix,
+                            const char *file_prefix, const float *host_params,
+                            const float *host_buffers, const int64_t *num_batches_tracked) {
+  /* The writer only reads the blobs until its save. */
+  return dsc_weights_for_each(table, table_prefix, file_prefix, 0, (float *)host_params,
+                              (float *)host_buffers, (int64_t *)num_batches_tracked,
+                              dsc_weights_writer_add_fn, w);
 }
 
 dsc_status *dsc_weights_detect_resnet(const dsc_safetensors *f, dsc_resnet_config *cfg,

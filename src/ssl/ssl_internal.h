@@ -4,6 +4,7 @@
 #define DSC_SSL_INTERNAL_H
 
 #include "dsc/dtype.h"
+#include "dsc/weights.h"
 #include "dsc/ssl.h"
 
 /* Neck forward on `rows` vectors: hidden = ReLU(x W1^T + b1) (rows, C), out = hidden W2^T + b2
@@ -20,8 +21,7 @@ dsc_status *ssl_neck_backward(dsc_backend *be, const dsc_ssl_neck *nk, const flo
 /* Calls `fn` for every checkpoint tensor of the model (METHOD.md §8), in a fixed order, with
  * its name (prefix + checkpoint name), dtype (F32, or I64 for counters), shape and the address
  * of its data in snapshot `s`. Stops at and returns the first error of fn. */
-typedef dsc_status *(*ssl_tensor_fn)(void *ctx, const char *name, dsc_dtype dtype, int ndim,
-                                     const int64_t *shape, void *data);
+typedef dsc_weights_fn ssl_tensor_fn;
 dsc_status *ssl_for_each_tensor(const dsc_ssl_model *m, dsc_ssl_snapshot *s, const char *prefix,
                                 ssl_tensor_fn fn, void *ctx);
 

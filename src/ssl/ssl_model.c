@@ -206,37 +206,16 @@ void dsc_ssl_snapshot_free(dsc_ssl_snapshot *s) {
   memset(s, 0, sizeof *s);
 }
 
-/* The table's entries under `table_prefix` from blobs (params, buffers), named
- * prefix + file_prefix + rest; each BN's num_batches_tracked after its running_var. */
-static dsc_status *walk_table(const dsc_table *t, const char *table_prefix, const char *prefix,
-                              const char *file_prefix, int params_only, float *params,
-                              float *buffers, int64_t *tracked, ssl_tensor_fn fn, void *ctx) {
-  char name[256];
-  size_t tp = strlen(table_prefix);
-  for (int i = 0; i < t->count; i++) {
-    const dsc_tensor_entry *e = &t->entries[i];
-    if (strncmp(e->name, table_prefix, tp) != 0) continue;
-    if (params_only && e->role != DSC_ROLE_PARAM) continue;
-    snprintf(name, sizeof name, "%s%s%s", prefix, file_prefix, e->name + tp);
-    float *src = (e->role == DSC_ROLE_PARAM ? params : buffers) + e->offset;
-    DSC_TRY(fn(ctx, name, DSC_F32, e->ndim, e->shape, src));
-    size_t len = strlen(name), suf = strlen("running_var");
-    if (tracked && e->kind == DSC_KIND_BN_VAR && len > suf) {
-      snprintf(name + len - suf, sizeof name - (len - suf), "num_batches_tracked");
-      DSC_TRY(fn(ctx, name, DSC_I64, 0, NULL, tracked));
-    }
-  }
-  return NULL;
-}
-
 dsc_status *ssl_for_each_tensor(const dsc_ssl_model *m, dsc_ssl_snapshot *s, const char *prefix,
                                 ssl_tensor_fn fn, void *ctx) {
-  char name[256];
-  DSC_TRY(walk_table(&m->table, "", prefix, "", 0, s->params, s->buffers, &s->tracked, fn, ctx));
-  DSC_TRY(walk_table(&m->table, "backbone.", prefix, "momentum.backbone.", 0, s->key_params,
-                     s->key_buffers, &s->key_tracked, fn, ctx));
-  DSC_TRY(walk_table(&m->table, "neck.", prefix, "momentum.neck.", 0, s->key_params, s->key_buffers,
-                     NULL, fn, ctx));
+  char name[256], fp[160];
+  DSC_TRY(dsc_weights_for_each(&m->table, "", prefix, 0, s->params, s->buffers, &s->tracked, fn, ctx));
+  snprintf(fp, sizeof fp, "%smomentum.backbone.", prefix);
+  DSC_TRY(dsc_weights_for_each(&m->table, "backbone.", fp, 0, s->key_params, s->key_buffers,
+                               &s->key_tracked, fn, ctx));
+  snprintf(fp, sizeof fp, "%smomentum.neck.", prefix);
+  DSC_TRY(dsc_weights_for_each(&m->table, "neck.", fp, 0, s->key_params, s->key_buffers, NULL, fn,
+                               ctx));
   int64_t qshape[2] = {m->cfg.dim, m->queue_len};
   snprintf(name, sizeof name, "%squeue.global", prefix);
   DSC_TRY(fn(ctx, name, DSC_F32, 2, qshape, s->queue_g));
@@ -251,17 +230,13 @@ dsc_status *ssl_for_each_tensor(const dsc_ssl_model *m, dsc_ssl_snapshot *s, con
     snprintf(name, sizeof name, "%skm.centroids", prefix);
     DSC_TRY(fn(ctx, name, DSC_F32, 2, kshape, s->centroids));
   }
-  return walk_table(&m->table, "", prefix, "optim.momentum.", 1, s->momentum, NULL, NULL, fn, ctx);
-}
-
-static dsc_status *add_fn(void *ctx, const char *name, dsc_dtype dtype, int ndim,
-                          const int64_t *shape, void *data) {
-  return dsc_st_writer_add(ctx, name, dtype, ndim, shape, data);
+  snprintf(fp, sizeof fp, "%soptim.momentum.", prefix);
+  return dsc_weights_for_each(&m->table, "", fp, 1, s->momentum, NULL, NULL, fn, ctx);
 }
 
 dsc_status *dsc_ssl_snapshot_add(const dsc_ssl_model *m, const dsc_ssl_snapshot *s,
                                  dsc_st_writer *w, const char *prefix) {
-  return ssl_for_each_tensor(m, (dsc_ssl_snapshot *)s, prefix, add_fn, w);
+  return ssl_for_each_tensor(m, (dsc_ssl_snapshot *)s, prefix, dsc_weights_writer_add_fn, w);
 }
 
 typedef struct load_ctx {
