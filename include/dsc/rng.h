@@ -10,6 +10,10 @@
 
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Purposes keep independent streams apart. Append new ones at the end (values are part of
  * the reproducibility contract). */
 typedef enum dsc_rng_purpose {
@@ -37,5 +41,9 @@ double dsc_rng_uniform(uint64_t seed, uint32_t purpose, uint32_t a, uint32_t b, 
 
 /* FNV-1a 32-bit hash of a string: turns tensor names into counter words. */
 uint32_t dsc_fnv1a32(const char *s);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

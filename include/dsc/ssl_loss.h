@@ -28,6 +28,10 @@
 #include "backend/backend.h"
 #include "dsc/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* ---- normalization (METHOD.md §1: norm(x) = x / max(|x|, 1e-12)) ---- */
 
 /* y = norm(x) per row; norms[r] = |x_r| (before the clamp) when norms is not NULL.
@@ -136,5 +140,9 @@ dsc_status *dsc_loss_proto(dsc_backend *be, dsc_proto_loss_kind kind, int n, int
                            int k, const float *v_a, const float *v_b, const int32_t *match,
                            const float *protos, float tau, float eps, int iters, float scale,
                            double *loss, float *dv_a, float *dprotos, int32_t *ce_target);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

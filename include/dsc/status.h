@@ -10,6 +10,10 @@
 
 #include <stddef.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct dsc_status {
   char msg[1024];
 } dsc_status;
@@ -35,5 +39,9 @@ void dsc_status_free(dsc_status *st);
 /* Internal invariant violated: an error naming the source line (used by backends for
  * failures of the libraries they wrap, e.g. oneDNN status codes). */
 #define DSC_ERR_AT(...) dsc_status_wrap(dsc_errorf(__VA_ARGS__), "%s:%d", __FILE__, __LINE__)
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

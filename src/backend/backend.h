@@ -24,6 +24,10 @@
 
 #include "dsc/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Output size of a convolution or pooling window along one axis (PyTorch's formula,
  * floor mode). */
 static inline int dsc_conv_out_size(int in, int kernel, int stride, int pad, int dilation) {
@@ -62,11 +66,17 @@ typedef struct dsc_pool_shape {
 } dsc_pool_shape;
 
 typedef struct dsc_backend dsc_backend;
+struct dsc_ssl_ops; /* src/backend/ssl_ops.h */
 
 struct dsc_backend {
   const char *name; /* "ref", "cpu", "cuda" */
   void *impl;       /* backend-private state */
   void (*destroy)(dsc_backend *be);
+  /* The dense self-supervised ops (src/backend/ssl_ops.h) on this backend's memory; NULL for
+   * host-memory backends (ref, cpu), which use src/ssl/'s host implementations. */
+  const struct dsc_ssl_ops *ssl;
+  /* Waits until every op issued so far has finished (a no-op on host backends); for timing. */
+  dsc_status *(*synchronize)(dsc_backend *be);
 
   /* ---- memory ---- */
   dsc_status *(*alloc)(dsc_backend *be, size_t bytes, void **out); /* zero-filled, 64-B aligned */
@@ -156,5 +166,17 @@ struct dsc_backend {
 /* Constructors. `threads` <= 0 means "all cores". */
 dsc_status *dsc_backend_ref_new(dsc_backend **out);
 dsc_status *dsc_backend_cpu_new(int threads, dsc_backend **out);
+/* The CUDA backend (src/backend/cuda/) on GPU `device` (-1: $CUDA_VISIBLE_DEVICES' first).
+ * bf16 = 1: convolutions take bf16 copies of their inputs and GEMMs may use TF32
+ * (run.precision=bf16); 0: every product in plain fp32 (run.precision=fp32, used for checking).
+ * Memory is device memory; upload/download are host<->device copies (download waits for the
+ * GPU). A build without nvcc returns an error saying so. */
+dsc_status *dsc_backend_cuda_new(int device, int bf16, dsc_backend **out);
+/* 1 when this build has the CUDA backend compiled in. */
+int dsc_backend_cuda_compiled(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
