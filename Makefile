@@ -6,6 +6,11 @@
 #   make fuzz-image libFuzzer harness for the JPEG/PNG decoders (clang)
 #   make golden     regenerate tests/golden/ with tools/reference/ (needs python3-torch)
 #   make bench      build/bench_ops, the per-op benchmark (docs/performance.md)
+#   make test-gpu   the CUDA backend's tests (parity with the CPU backend, every method's step);
+#                   on a machine without a GPU they are reported as skipped
+# CUDA: built whenever nvcc is found (CUDA_HOME, default /usr/local/cuda); cuDNN and cuBLAS from
+# CUDA_HOME or CUDNN_HOME (e.g. a Python environment's site-packages/nvidia/cudnn); CUDA=0 turns
+# it off; CUDA_ARCH lists the gencode targets (sm_80 and sm_90).
 
 BUILD   ?= build
 BIN_DIR ?= bin
@@ -17,28 +22,47 @@ LDLIBS  += -ldnnl -ljansson -lturbojpeg -lpng -lz -lm -lpthread
 LDFLAGS += -fopenmp
 
 # ---- optional parts: detected, reported, never required ----
-NVCC := $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+CUDA_HOME ?= /usr/local/cuda
+CUDNN_HOME ?= $(CUDA_HOME)
+CUDA ?= 1
+NVCC := $(if $(filter 1,$(CUDA)),$(shell command -v nvcc 2>/dev/null || ls $(CUDA_HOME)/bin/nvcc 2>/dev/null))
+CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
+NVCCFLAGS ?= -O3 -g
+NVCCFLAGS += -std=c++17 $(CUDA_ARCH) -Iinclude -Isrc -I$(CUDA_HOME)/include -I$(CUDNN_HOME)/include \
+  -Xcompiler -Wall,-Wextra,-Wno-unused-parameter -MMD -MP
+CUDA_LIBDIRS := $(sort $(wildcard $(CUDA_HOME)/lib64 $(CUDA_HOME)/lib $(CUDNN_HOME)/lib64 $(CUDNN_HOME)/lib))
 MPICC := $(shell command -v mpicc 2>/dev/null)
 DNNL_VERSION := $(shell awk '/define DNNL_VERSION_(MAJOR|MINOR|PATCH)/{v = v (v ? "." : "") $$3} END {print v}' /usr/include/oneapi/dnnl/dnnl_version.h 2>/dev/null)
 $(info dsc build: CPU backend (oneDNN $(DNNL_VERSION)) - always)
-$(info dsc build: CUDA: $(if $(NVCC),nvcc found at $(NVCC) - no CUDA backend in this version yet,not found - CPU only))
+$(info dsc build: CUDA: $(if $(NVCC),nvcc found at $(NVCC) - CUDA backend built (cuDNN/cuBLAS from $(CUDA_LIBDIRS)),not found - CPU only))
 $(info dsc build: MPI:  $(if $(MPICC),mpicc found at $(MPICC) - no dist/ layer in this version yet,not found - single process))
 
 LIB_SRC  := $(shell find src -name '*.c' ! -path 'src/cli/*' | sort)
+comma    := ,
+CUDA_SRC := $(if $(NVCC),$(sort $(wildcard src/backend/cuda/*.cu)))
+ifneq ($(NVCC),)
+LIB_SRC  := $(filter-out src/backend/cuda_absent.c,$(LIB_SRC))
+LDLIBS   += $(addprefix -L,$(CUDA_LIBDIRS)) $(addprefix -Wl$(comma)-rpath$(comma),$(CUDA_LIBDIRS)) \
+            -lcudnn -lcublas -lcudart_static -ldl -lrt -lstdc++
+endif
 CLI_SRC  := $(shell find src/cli -name '*.c' | sort)
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_SH  := $(sort $(wildcard tests/cli/test_*.sh))
 
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CUDA_SRC:%.cu=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test asan fuzz fuzz-image golden bench clean
+.PHONY: all test test-gpu asan fuzz fuzz-image golden bench clean
 all: $(BUILD)/libdsc.a $(BIN_DIR)/dsc
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
 $(BUILD)/libdsc.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -54,6 +78,15 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/libdsc.a tests/test.h
 
 test: all $(TEST_BIN)
 	@DSC_BIN=$(abspath $(BIN_DIR)/dsc) scripts/run_tests.sh $(TEST_BIN) $(TEST_SH)
+
+# The CUDA backend's tests: a GPU machine runs them, any other reports them skipped.
+GPU_TEST_BIN := $(BUILD)/tests/gpu/test_cuda
+$(GPU_TEST_BIN): tests/gpu/test_cuda.c $(BUILD)/libdsc.a tests/test.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -Itests -o $@ $< $(BUILD)/libdsc.a $(LDLIBS)
+
+test-gpu: all $(GPU_TEST_BIN)
+	@DSC_BIN=$(abspath $(BIN_DIR)/dsc) scripts/run_tests.sh $(GPU_TEST_BIN) tests/gpu/test_pretrain_gpu.sh
 
 asan:
 	$(MAKE) BUILD=build-asan BIN_DIR=build-asan/bin OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test binary given on the command line (and every tests/*.sh script), sums
-# their "#summary P passed, F failed" lines and ends with "N passed, N failed".
+# their "#summary P passed, F failed[, S skipped]" lines and ends with "N passed, N failed"
+# (and ", N skipped" when a test was skipped: tests that need a GPU on a machine without one).
 # A binary that crashes or prints no summary counts as one failure. Exit status is
 # non-zero if anything failed.
 set -u
 passed=0
 failed=0
+skipped=0
 for t in "$@"; do
   echo "== $t"
   log=$(mktemp)
@@ -20,6 +22,8 @@ for t in "$@"; do
   fi
   p=$(echo "$line" | awk '{print $2}')
   f=$(echo "$line" | awk '{print $4}')
+  s=$(echo "$line" | awk '{print ($6 == "" ? 0 : $6)}')
+  skipped=$((skipped + s))
   passed=$((passed + p))
   failed=$((failed + f))
   if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
@@ -27,5 +31,9 @@ for t in "$@"; do
     failed=$((failed + 1))
   fi
 done
-echo "$passed passed, $failed failed"
+if [ "$skipped" -gt 0 ]; then
+  echo "$passed passed, $failed failed, $skipped skipped"
+else
+  echo "$passed passed, $failed failed"
+fi
 [ "$failed" -eq 0 ]

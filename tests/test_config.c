@@ -76,10 +76,16 @@ static void test_defaults(void) {
         "optim");
   CHECK(c.epochs == 800 && c.steps == 0 && c.warmup_steps == 0, "length");
   CHECK(!strcmp(c.out, "runs/dsc") && c.seed == 0 && c.threads == 0, "run");
-  CHECK(!strcmp(c.device, "cpu") && !strcmp(c.precision, "fp32"), "device, precision");
+  CHECK(!strcmp(c.device, "cpu") && !strcmp(c.precision, "auto"), "device, precision");
   CHECK(c.log_every == 10 && c.ckpt_every == 0 && c.resume == 0, "periods");
   CHECK(c.dump_step[0] == 0 && c.dump_at == -1, "dump");
   CHECK_OK(dsc_config_finalize(&c));
+  CHECK(!strcmp(c.precision, "fp32"), "precision auto resolves to fp32 on the cpu");
+  dsc_config g;
+  dsc_config_defaults(&g);
+  snprintf(g.device, sizeof g.device, "cuda");
+  CHECK_OK(dsc_config_finalize(&g));
+  CHECK(!strcmp(g.precision, "bf16"), "precision auto resolves to bf16 on cuda");
   CHECK(c.lambda_ins == 0.5f, "resolved lambda_ins %g", (double)c.lambda_ins);
 }
 

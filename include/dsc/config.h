@@ -94,7 +94,7 @@ typedef struct dsc_config {
   uint64_t seed;            /* 0 */
   int threads;              /* 0 = all cores */
   char device[8];           /* cpu | cuda (cpu) */
-  char precision[8];        /* fp32 | bf16 (fp32) */
+  char precision[8];        /* auto | fp32 | bf16 (auto: resolved by finalize) */
   int64_t log_every;        /* 10 */
   int64_t ckpt_every;       /* 0 = only the latest checkpoint at the end / each epoch */
   int resume;               /* 0 */

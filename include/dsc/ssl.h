@@ -14,8 +14,9 @@
  *
  * A step (dsc_ssl_step) takes the two views of a batch (NHWC, normalized) and runs METHOD.md §5's
  * order: prototype row normalization, EMA, key forward with shuffle-BN, query forward, losses,
- * backward, SGD, enqueue. Losses and dense bookkeeping run on host memory (src/ssl/ssl_loss.h);
- * the backend must be a host-memory one (cpu, ref).
+ * backward, SGD, enqueue. Every tensor of the model lives in backend memory; losses and dense
+ * bookkeeping go through the backend's ssl ops (src/backend/ssl_ops.h: the host implementations of
+ * src/ssl/ssl_loss.h on cpu/ref, CUDA kernels on cuda).
  *
  * Randomness (include/dsc/rng.h), all keyed by run.seed:
  *  - backbone init: as dsc_resnet_init_weights; neck and prototype init: PyTorch's Linear/Conv2d
@@ -75,12 +76,15 @@ typedef struct dsc_ssl_model {
   float *params, *grads, *momentum, *buffers; /* online (backend memory) */
   float *key_params, *key_buffers;            /* momentum encoder */
 
-  float *queue_g, *queue_d; /* [D][L] */
+  float *queue_g, *queue_d; /* [D][L] (backend memory, like everything of the model) */
   int64_t queue_len, queue_ptr;
   float *centroids;         /* [K][D] (has_km) */
+  int km_initialized;       /* centroids hold a k-means state (zero until the first step) */
   int64_t step;             /* steps completed */
 
-  void *work;               /* per-step host work memory (src/ssl/ssl_step.c) */
+  void *work;               /* per-step work memory (src/ssl/ssl_step.c) */
+  float *staged;            /* dsc_ssl_stage_batch's two views (device backends) */
+  size_t staged_floats;
 } dsc_ssl_model;
 
 /* Builds the model for cfg (finalized) with its initialization from cfg->seed; when
@@ -94,10 +98,17 @@ void dsc_ssl_model_free(dsc_ssl_model *m);
 dsc_status *dsc_ssl_check_input(const dsc_ssl_model *m, int n, int size);
 
 /* One training step on views a (query) and b (key), each (n, size, size, 3) NHWC normalized,
- * at learning rate lr. On a non-finite loss or gradient the step returns an error naming the
- * step and the term or tensor, before the SGD update (parameters untouched by it). */
+ * in BACKEND memory (dsc_ssl_stage_batch puts host views there), at learning rate lr. On a
+ * non-finite loss, gradient or updated parameter the step returns an error naming the step and
+ * the term or tensor; the model's state is then unusable and must not be saved (the step is
+ * issued whole and checked once at its end, so that a GPU never waits on the host mid-step). */
 dsc_status *dsc_ssl_step(dsc_ssl_model *m, const float *a, const float *b, int n, int size,
                          double lr, dsc_ssl_step_info *info, dsc_ssl_capture *cap);
+
+/* The views of a host batch as backend memory for dsc_ssl_step: the host pointers themselves on a
+ * host-memory backend, else copies in model-owned backend buffers (valid until the next call). */
+dsc_status *dsc_ssl_stage_batch(dsc_ssl_model *m, const float *a, const float *b, int n, int size,
+                                const float **a_out, const float **b_out);
 
 /* ---- checkpoints (METHOD.md §8) ---- */
 

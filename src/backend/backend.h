@@ -77,6 +77,10 @@ struct dsc_backend {
   const struct dsc_ssl_ops *ssl;
   /* Waits until every op issued so far has finished (a no-op on host backends); for timing. */
   dsc_status *(*synchronize)(dsc_backend *be);
+  /* Device memory in use on this backend's device (total - free, the driver's view: this process's
+   * allocations, library workspaces and context, and any other process's), in bytes; NULL on host
+   * backends. For reports (dsc bench step). */
+  dsc_status *(*device_memory_used)(dsc_backend *be, size_t *bytes);
 
   /* ---- memory ---- */
   dsc_status *(*alloc)(dsc_backend *be, size_t bytes, void **out); /* zero-filled, 64-B aligned */
@@ -174,6 +178,10 @@ dsc_status *dsc_backend_cpu_new(int threads, dsc_backend **out);
 dsc_status *dsc_backend_cuda_new(int device, int bf16, dsc_backend **out);
 /* 1 when this build has the CUDA backend compiled in. */
 int dsc_backend_cuda_compiled(void);
+/* The backend of run.device ("cpu" | "cuda") at run.precision ("fp32" | "bf16", resolved) with
+ * `threads` CPU threads (src/backend/backend_open.c); clear errors for what cannot be had. */
+dsc_status *dsc_backend_open(const char *device, const char *precision, int threads,
+                             dsc_backend **out);
 
 #ifdef __cplusplus
 }

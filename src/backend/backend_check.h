@@ -21,6 +21,10 @@
 
 #include "backend/backend.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Shape checks, `op` names the op in the message. */
 dsc_status *backend_check_conv(const char *op, const dsc_conv_shape *s);
 /* `training`: also check groups and that each group holds more than one value per channel. */
@@ -71,5 +75,12 @@ dsc_status *backend_bn_update_running_host(dsc_backend *be, const dsc_bn_shape *
                                            float *running_mean, float *running_var,
                                            const float *save_mean, const float *save_var,
                                            float momentum);
+
+/* The synchronize op of host-memory backends: every op has finished when it returns. */
+dsc_status *backend_synchronize_host(dsc_backend *be);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

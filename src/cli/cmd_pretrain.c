@@ -151,10 +151,6 @@ static dsc_status *run(run_state *r, int *interrupted) {
   dsc_config *cfg = &r->cfg;
   if (!cfg->data_path[0])
     return dsc_errorf("data.path is not set: give the image folder, e.g. dsc pretrain data.path=DIR");
-  if (strcmp(cfg->device, "cpu") != 0)
-    return dsc_errorf("run.device=%s: this build has the cpu backend only", cfg->device);
-  if (strcmp(cfg->precision, "fp32") != 0)
-    return dsc_errorf("run.precision=%s: the cpu backend trains in fp32 only", cfg->precision);
   DSC_TRY(make_dirs(cfg->out, "run.out"));
   snprintf(r->ckpt, sizeof r->ckpt, "%s/checkpoint.safetensors", cfg->out);
   int have_ckpt = file_exists(r->ckpt);
@@ -180,7 +176,7 @@ static dsc_status *run(run_state *r, int *interrupted) {
   dsc_lr_schedule sched = {cfg->lr, cfg->batch, r->total, cfg->warmup_steps};
   DSC_TRY(dsc_lr_schedule_check(&sched));
 
-  DSC_TRY(dsc_backend_cpu_new(cfg->threads, &r->be));
+  DSC_TRY(dsc_backend_open(cfg->device, cfg->precision, cfg->threads, &r->be));
   DSC_TRY(dsc_ssl_model_create(&r->model, r->be, cfg));
   r->model_ready = 1;
   DSC_TRY(dsc_ssl_check_input(&r->model, cfg->batch, cfg->size));
@@ -255,7 +251,9 @@ static dsc_status *run(run_state *r, int *interrupted) {
               path, info.loss_total);
       return NULL;
     }
-    dsc_status *st = dsc_ssl_step(&r->model, b->a, b->b, b->n, b->size, lr, &info, NULL);
+    const float *va = NULL, *vb = NULL;
+    dsc_status *st = dsc_ssl_stage_batch(&r->model, b->a, b->b, b->n, b->size, &va, &vb);
+    if (!st) st = dsc_ssl_step(&r->model, va, vb, b->n, b->size, lr, &info, NULL);
     if (st)
       return dsc_status_wrap(st, "training stopped; the last good checkpoint is %s (step %lld)",
                              last_saved > 0 || cfg->resume ? r->ckpt : "(none yet)", (long long)last_saved);

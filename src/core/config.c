@@ -154,8 +154,8 @@ static const config_key config_keys[] = {
     {"run.seed", KEY_UINT64, FIELD(seed), "0", 0, INF, 0, NULL, "seed of every random draw"},
     {"run.threads", KEY_INT, FIELD(threads), "0", 0, INF, 0, NULL, "CPU threads (0 = all cores)"},
     {"run.device", KEY_STRING, FIELD(device), "cpu", 0, 0, 0, "cpu|cuda", "device"},
-    {"run.precision", KEY_STRING, FIELD(precision), "fp32", 0, 0, 0, "fp32|bf16",
-     "precision of convolution and matrix-product inputs (§5)"},
+    {"run.precision", KEY_STRING, FIELD(precision), "auto", 0, 0, 0, "auto|fp32|bf16",
+     "precision of convolution and matrix-product inputs (§5); auto: bf16 on cuda, fp32 on cpu"},
     {"run.log_every", KEY_INT64, FIELD(log_every), "10", 1, INF, 0, NULL,
      "a metrics line every this many steps"},
     {"run.ckpt_every", KEY_INT64, FIELD(ckpt_every), "0", 0, INF, 0, NULL,
@@ -647,6 +647,11 @@ dsc_status *dsc_config_finalize(dsc_config *c) {
   if (c->scale_min > c->scale_max)
     return dsc_errorf("aug.scale_min = %.9g is larger than aug.scale_max = %.9g",
                       (double)c->scale_min, (double)c->scale_max);
+  /* auto resolves by device (issue #6: bf16 is the GPU default; the CPU trains in fp32); a step
+   * dump is defined for fp32, so it makes auto fp32. */
+  if (strcmp(c->precision, "auto") == 0)
+    snprintf(c->precision, sizeof c->precision, "%s",
+             strcmp(c->device, "cuda") == 0 && !c->dump_step[0] ? "bf16" : "fp32");
   if (c->dump_step[0] && strcmp(c->precision, "bf16") == 0)
     return dsc_errorf("run.dump_step is refused with run.precision = bf16 (step dumps are "
                       "defined for fp32)");

@@ -18,6 +18,7 @@ static float *to_nchw(const float *x, int n, int s) {
   return y;
 }
 
+/* a, b: host views. */
 dsc_status *dsc_ssl_dump_step(dsc_ssl_model *m, const float *a, const float *b, int n, int size,
                               double lr, const dsc_ssl_meta *meta, const char *path,
                               dsc_ssl_step_info *info) {
@@ -52,7 +53,9 @@ dsc_status *dsc_ssl_dump_step(dsc_ssl_model *m, const float *a, const float *b, 
     cap.km_history = cap.nei_idx + n_nei;
     cap.ce_target = cap.km_history + n_hist;
     cap.km_init = km_init;
-    st = dsc_ssl_step(m, a, b, n, size, lr, info, &cap);
+    const float *da = NULL, *db = NULL;
+    st = dsc_ssl_stage_batch(m, a, b, n, size, &da, &db);
+    if (!st) st = dsc_ssl_step(m, da, db, n, size, lr, info, &cap);
   }
   size_t pn = m->table.param_numel;
   if (!st && !(grads = malloc(pn * sizeof *grads))) st = dsc_errorf("out of memory for the step dump");

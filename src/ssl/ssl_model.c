@@ -94,18 +94,30 @@ dsc_status *dsc_ssl_model_create(dsc_ssl_model *m, dsc_backend *be, const dsc_co
 
   m->queue_len = cfg->queue;
   size_t qn = (size_t)d * (size_t)m->queue_len;
-  m->queue_g = malloc(qn * sizeof(float));
-  if (m->has_dense) m->queue_d = malloc(qn * sizeof(float));
-  if (m->has_km) m->centroids = calloc((size_t)cfg->clusters * d, sizeof(float));
+  DSC_TRY(be->alloc(be, qn * sizeof(float), (void **)&m->queue_g));
+  if (m->has_dense) DSC_TRY(be->alloc(be, qn * sizeof(float), (void **)&m->queue_d));
+  if (m->has_km) DSC_TRY(be->alloc(be, (size_t)cfg->clusters * d * sizeof(float), (void **)&m->centroids));
   float *hp = calloc(pn, sizeof(float)), *hb = calloc(bn ? bn : 1, sizeof(float));
-  if (!m->queue_g || (m->has_dense && !m->queue_d) || (m->has_km && !m->centroids) || !hp || !hb) {
+  float *hq = malloc(qn * sizeof(float));
+  if (!hp || !hb || !hq) {
     free(hp);
     free(hb);
+    free(hq);
     return dsc_errorf("out of memory for the model and its queues (method.queue=%lld, model.dim=%d)",
                       (long long)m->queue_len, d);
   }
-  init_queue(m->queue_g, d, m->queue_len, cfg->seed, 0);
-  if (m->has_dense) init_queue(m->queue_d, d, m->queue_len, cfg->seed, 1);
+  init_queue(hq, d, m->queue_len, cfg->seed, 0);
+  st = be->upload(be, m->queue_g, hq, qn * sizeof(float));
+  if (!st && m->has_dense) {
+    init_queue(hq, d, m->queue_len, cfg->seed, 1);
+    st = be->upload(be, m->queue_d, hq, qn * sizeof(float));
+  }
+  free(hq);
+  if (st) {
+    free(hp);
+    free(hb);
+    return st;
+  }
 
   dsc_resnet_init_weights(&m->online, &m->table, cfg->seed, hp, hb);
   for (int i = 0; i < m->table.count; i++) {
@@ -148,14 +160,15 @@ void dsc_ssl_model_free(dsc_ssl_model *m) {
     be->free(be, m->buffers);
     be->free(be, m->key_params);
     be->free(be, m->key_buffers);
+    be->free(be, m->queue_g);
+    be->free(be, m->queue_d);
+    be->free(be, m->centroids);
+    be->free(be, m->staged);
   }
   ssl_step_work_free(m);
   dsc_resnet_free(&m->online);
   dsc_resnet_free(&m->key);
   dsc_table_free(&m->table);
-  free(m->queue_g);
-  free(m->queue_d);
-  free(m->centroids);
   memset(m, 0, sizeof *m);
 }
 
@@ -179,15 +192,20 @@ dsc_status *dsc_ssl_snapshot_take(const dsc_ssl_model *m, dsc_ssl_snapshot *s) {
     dsc_ssl_snapshot_free(s);
     return dsc_errorf("out of memory for a checkpoint snapshot");
   }
-  DSC_TRY(be->download(be, s->params, m->params, pn * sizeof(float)));
-  DSC_TRY(be->download(be, s->momentum, m->momentum, pn * sizeof(float)));
-  DSC_TRY(be->download(be, s->buffers, m->buffers, bn * sizeof(float)));
-  DSC_TRY(be->download(be, s->key_params, m->key_params, m->encoder_numel * sizeof(float)));
-  DSC_TRY(be->download(be, s->key_buffers, m->key_buffers, bn * sizeof(float)));
-  memcpy(s->queue_g, m->queue_g, qn * sizeof(float));
-  if (m->has_dense) memcpy(s->queue_d, m->queue_d, qn * sizeof(float));
-  if (m->has_km)
-    memcpy(s->centroids, m->centroids, (size_t)m->cfg.clusters * m->cfg.dim * sizeof(float));
+  dsc_status *st = be->download(be, s->params, m->params, pn * sizeof(float));
+  if (!st) st = be->download(be, s->momentum, m->momentum, pn * sizeof(float));
+  if (!st) st = be->download(be, s->buffers, m->buffers, bn * sizeof(float));
+  if (!st) st = be->download(be, s->key_params, m->key_params, m->encoder_numel * sizeof(float));
+  if (!st) st = be->download(be, s->key_buffers, m->key_buffers, bn * sizeof(float));
+  if (!st) st = be->download(be, s->queue_g, m->queue_g, qn * sizeof(float));
+  if (!st && m->has_dense) st = be->download(be, s->queue_d, m->queue_d, qn * sizeof(float));
+  if (!st && m->has_km)
+    st = be->download(be, s->centroids, m->centroids,
+                      (size_t)m->cfg.clusters * m->cfg.dim * sizeof(float));
+  if (st) {
+    dsc_ssl_snapshot_free(s);
+    return st;
+  }
   s->queue_ptr = m->queue_ptr;
   s->tracked = m->online.num_batches_tracked;
   s->key_tracked = m->key.num_batches_tracked;
@@ -283,11 +301,16 @@ dsc_status *dsc_ssl_load(dsc_ssl_model *m, const char *path) {
   if (!st) st = be->upload(be, m->buffers, s.buffers, bn * sizeof(float));
   if (!st) st = be->upload(be, m->key_params, s.key_params, m->encoder_numel * sizeof(float));
   if (!st) st = be->upload(be, m->key_buffers, s.key_buffers, bn * sizeof(float));
+  if (!st) st = be->upload(be, m->queue_g, s.queue_g, qn * sizeof(float));
+  if (!st && m->has_dense) st = be->upload(be, m->queue_d, s.queue_d, qn * sizeof(float));
+  if (!st && m->has_km) {
+    size_t kd = (size_t)m->cfg.clusters * m->cfg.dim;
+    st = be->upload(be, m->centroids, s.centroids, kd * sizeof(float));
+    /* All-zero centroids: the checkpoint was saved before the first k-means step. */
+    m->km_initialized = 0;
+    for (size_t i = 0; i < kd && !m->km_initialized; i++) m->km_initialized = s.centroids[i] != 0.0f;
+  }
   if (!st) {
-    memcpy(m->queue_g, s.queue_g, qn * sizeof(float));
-    if (m->has_dense) memcpy(m->queue_d, s.queue_d, qn * sizeof(float));
-    if (m->has_km)
-      memcpy(m->centroids, s.centroids, (size_t)m->cfg.clusters * m->cfg.dim * sizeof(float));
     m->queue_ptr = s.queue_ptr;
     m->online.num_batches_tracked = s.tracked;
     m->key.num_batches_tracked = s.key_tracked;

@@ -3,7 +3,11 @@
  * shuffle-BN and the key embeddings, (3) query forward, correspondence, losses, backward,
  * (4) SGD, (5) enqueue. Dense maps are NHWC rows: pixel i of image n is row n*P + i.
  *
- * Work memory (host) is planned once per (batch, image size) and kept in m->work. */
+ * Written once for every backend: the networks go through the op table, everything else through
+ * the backend's ssl ops (src/backend/ssl_ops.h), and all work memory is backend memory, planned
+ * once per (batch, image size) and kept in m->work. The host computes only the shuffle-BN
+ * permutation; it waits on the backend once, at the end, for the step's scalars (losses and
+ * finiteness flags), which is where a bad step is reported. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,11 +15,14 @@
 #include "dsc/optim.h"
 #include "dsc/rng.h"
 #include "dsc/ssl_loss.h"
+#include "backend/ssl_ops.h"
 #include "ssl/ssl_internal.h"
 
 typedef struct ssl_work {
   int n, size, p, c, d;
-  int32_t *perm;
+  int32_t *perm_host, *inv_host;                   /* (n) x2, host */
+  int32_t *perm, *inv;                             /* (n) x2 */
+  double *scal;                                    /* SCAL_COUNT step scalars */
   float *xb_shuf;                                  /* (n, size, size, 3) */
   float *hb, *ub, *hid_db, *vb;                    /* (n*p, c) x3, (n*p, d) */
   float *pool_b, *hid_gb, *zb, *wb;                /* (n, c) x2, (n, d) x2 */
@@ -25,6 +32,9 @@ typedef struct ssl_work {
   float *pos, *pos_nei, *nei;                      /* (n*p, d), (n*p, 1+k, d), (n*p, k, d) */
   int32_t *match, *nei_idx, *ya, *yb, *history, *ce_target;
 } ssl_work;
+
+/* The step's scalar results, one double each in backend memory, read once at the end. */
+enum { SCAL_INS, SCAL_PIX, SCAL_SEM, SCAL_KM_PRESENT, SCAL_BAD_GRAD, SCAL_BAD_PARAM, SCAL_COUNT };
 
 /* Side of C5 for an input of `size` pixels (torchvision's strides; METHOD.md §1). */
 static int c5_side(const dsc_ssl_model *m, int size) {
@@ -37,14 +47,26 @@ static int c5_side(const dsc_ssl_model *m, int size) {
   return s;
 }
 
+/* The backend-memory buffers of the work struct, for allocation and release in one loop. */
+#define WORK_BUFFERS(w)                                                                        \
+  {(void **)&(w)->perm, (void **)&(w)->inv, (void **)&(w)->scal, (void **)&(w)->xb_shuf,       \
+   (void **)&(w)->hb, (void **)&(w)->ub, (void **)&(w)->hid_db, (void **)&(w)->vb,             \
+   (void **)&(w)->pool_b, (void **)&(w)->hid_gb, (void **)&(w)->zb, (void **)&(w)->wb,         \
+   (void **)&(w)->ua, (void **)&(w)->hid_da, (void **)&(w)->va, (void **)&(w)->va_norm,        \
+   (void **)&(w)->pool_a, (void **)&(w)->hid_ga, (void **)&(w)->za, (void **)&(w)->za_norm,    \
+   (void **)&(w)->dza, (void **)&(w)->dva, (void **)&(w)->dpool, (void **)&(w)->dh,            \
+   (void **)&(w)->dh2, (void **)&(w)->dhidden, (void **)&(w)->pos, (void **)&(w)->pos_nei,     \
+   (void **)&(w)->nei, (void **)&(w)->match, (void **)&(w)->nei_idx, (void **)&(w)->ya,        \
+   (void **)&(w)->yb, (void **)&(w)->history, (void **)&(w)->ce_target}
+
 void ssl_step_work_free(dsc_ssl_model *m) {
   ssl_work *w = m->work;
   if (!w) return;
-  void *ptrs[] = {w->perm, w->xb_shuf, w->hb, w->ub, w->hid_db, w->vb, w->pool_b, w->hid_gb,
-                  w->zb, w->wb, w->ua, w->hid_da, w->va, w->va_norm, w->pool_a, w->hid_ga,
-                  w->za, w->za_norm, w->dza, w->dva, w->dpool, w->dh, w->dh2, w->dhidden,
-                  w->pos, w->pos_nei, w->nei, w->match, w->nei_idx, w->ya, w->yb, w->history, w->ce_target};
-  for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) free(ptrs[i]);
+  void **bufs[] = WORK_BUFFERS(w);
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+    if (*bufs[i]) m->be->free(m->be, *bufs[i]);
+  free(w->perm_host);
+  free(w->inv_host);
   free(w);
   m->work = NULL;
 }
@@ -61,9 +83,17 @@ static dsc_status *work_plan(dsc_ssl_model *m, int n, int size) {
   size_t np = (size_t)n * p, k = (size_t)m->cfg.k_nei;
   w->n = n, w->size = size, w->p = (int)p, w->c = (int)c, w->d = (int)d;
   m->n = n, m->size = size, m->p = (int)p, m->h5 = side, m->w5 = side;
-  int ok = 1;
-#define ALLOC(ptr, count) ok &= ((ptr) = calloc((size_t)(count) + 1, sizeof *(ptr))) != NULL
+  dsc_backend *be = m->be;
+  dsc_status *st = NULL;
+  w->perm_host = calloc((size_t)n, sizeof *w->perm_host);
+  w->inv_host = calloc((size_t)n, sizeof *w->inv_host);
+  if (!w->perm_host || !w->inv_host) st = dsc_errorf("out of memory");
+  /* Every buffer holds at least one element, so a pointer is never NULL where an op expects one. */
+#define ALLOC(ptr, count) \
+  if (!st) st = be->alloc(be, ((size_t)(count) + 1) * sizeof *(ptr), (void **)&(ptr))
   ALLOC(w->perm, (size_t)n);
+  ALLOC(w->inv, (size_t)n);
+  ALLOC(w->scal, SCAL_COUNT);
   ALLOC(w->xb_shuf, (size_t)n * size * size * 3);
   ALLOC(w->hb, np * c);
   ALLOC(w->ub, np * c);
@@ -102,10 +132,30 @@ static dsc_status *work_plan(dsc_ssl_model *m, int n, int size) {
   }
   if (me == DSC_METHOD_DSC_CE) ALLOC(w->ce_target, np);
 #undef ALLOC
-  if (!ok) {
+  if (st) {
     ssl_step_work_free(m);
-    return dsc_errorf("out of memory for the step's work memory (data.batch=%d, data.size=%d)", n, size);
+    return dsc_status_wrap(st, "the step's work memory (data.batch=%d, data.size=%d)", n, size);
   }
+  return NULL;
+}
+
+dsc_status *dsc_ssl_stage_batch(dsc_ssl_model *m, const float *a, const float *b, int n, int size,
+                                const float **a_out, const float **b_out) {
+  dsc_backend *be = m->be;
+  if (!be->ssl) { /* host memory: the views are already where the step reads them */
+    *a_out = a, *b_out = b;
+    return NULL;
+  }
+  size_t nx = (size_t)n * size * size * 3;
+  if (m->staged_floats < 2 * nx) {
+    be->free(be, m->staged);
+    m->staged = NULL, m->staged_floats = 0;
+    DSC_TRY(be->alloc(be, 2 * nx * sizeof(float), (void **)&m->staged));
+    m->staged_floats = 2 * nx;
+  }
+  DSC_TRY(be->upload(be, m->staged, a, nx * sizeof(float)));
+  DSC_TRY(be->upload(be, m->staged + nx, b, nx * sizeof(float)));
+  *a_out = m->staged, *b_out = m->staged + nx;
   return NULL;
 }
 
@@ -134,46 +184,44 @@ dsc_status *dsc_ssl_check_input(const dsc_ssl_model *m, int n, int size) {
   return NULL;
 }
 
-/* mean over the p rows of each image of x (n*p, d), then normalized -> y (n, d). */
-static void pooled_norm(int n, int p, int d, const float *x, float *y) {
-  for (int i = 0; i < n; i++) {
-    for (int k = 0; k < d; k++) {
-      double s = 0;
-      for (int j = 0; j < p; j++) s += x[((size_t)i * p + j) * d + k];
-      y[(size_t)i * d + k] = (float)(s / p);
-    }
-  }
-  dsc_l2norm_rows(n, d, y, NULL, y);
-}
-
-/* The first parameter tensor with a non-finite value in blob g (gradients or parameters),
- * by name; NULL if all finite. */
-static const char *nonfinite_param(const dsc_ssl_model *m, const float *g) {
-  /* Fast path, vectorized: x * 0 is 0 for every finite x and NaN for inf or NaN, so the sum is
-   * 0 exactly when the whole blob is finite. Only then is the tensor looked up. */
-  float probe = 0.0f;
+/* The first parameter tensor with a non-finite value in blob g (gradients or parameters, backend
+ * memory), by name; only called once a step has found one, so the host copy is rare. */
+static dsc_status *nonfinite_name(const dsc_ssl_model *m, const float *g, const char **name) {
   size_t n = m->table.param_numel;
-#pragma omp simd reduction(+ : probe)
-  for (size_t k = 0; k < n; k++) probe += g[k] * 0.0f;
-  if (probe == 0.0f) return NULL;
-  for (int i = 0; i < m->table.count; i++) {
+  float *h = malloc(n * sizeof *h);
+  if (!h) return dsc_errorf("out of memory");
+  dsc_status *st = m->be->download(m->be, h, g, n * sizeof *h);
+  *name = "(a parameter)";
+  for (int i = 0; !st && i < m->table.count; i++) {
     const dsc_tensor_entry *e = &m->table.entries[i];
     if (e->role != DSC_ROLE_PARAM) continue;
-    for (size_t k = 0; k < e->numel; k++)
-      if (!isfinite(g[e->offset + k])) return e->name;
+    int bad = 0;
+    for (size_t k = 0; k < e->numel && !bad; k++) bad = !isfinite(h[e->offset + k]);
+    if (bad) {
+      *name = e->name;
+      break;
+    }
   }
-  return NULL;
+  free(h);
+  return st;
 }
 
-static void to_i64(int64_t *dst, const int32_t *src, size_t n) {
-  for (size_t i = 0; i < n; i++) dst[i] = src[i];
+/* dst (n, host int64) = src (n, backend int32). */
+static dsc_status *capture_i64(dsc_backend *be, int64_t *dst, const int32_t *src, size_t n) {
+  int32_t *h = malloc((n + 1) * sizeof *h);
+  if (!h) return dsc_errorf("out of memory for a step capture");
+  dsc_status *st = be->download(be, h, src, n * sizeof *h);
+  for (size_t i = 0; !st && i < n; i++) dst[i] = h[i];
+  free(h);
+  return st;
 }
 
 dsc_status *dsc_ssl_step(dsc_ssl_model *m, const float *a, const float *b, int n, int size,
                          double lr, dsc_ssl_step_info *info, dsc_ssl_capture *cap) {
   const dsc_config *cfg = &m->cfg;
   dsc_backend *be = m->be;
-  if (strcmp(cfg->precision, "fp32") != 0)
+  const dsc_ssl_ops *ops = dsc_ssl_ops_of(be);
+  if (!be->ssl && strcmp(cfg->precision, "fp32") != 0)
     return dsc_errorf("run.precision=%s: the %s backend trains in fp32 only", cfg->precision, be->name);
   DSC_TRY(dsc_ssl_check_input(m, n, size));
   DSC_TRY(work_plan(m, n, size));
@@ -181,42 +229,48 @@ dsc_status *dsc_ssl_step(dsc_ssl_model *m, const float *a, const float *b, int n
   const int p = w->p, c = w->c, d = w->d, g = cfg->bn_groups;
   const int64_t np = (int64_t)n * p, L = m->queue_len;
   const int64_t step = m->step;
+  double *scal = w->scal;
   memset(info, 0, sizeof *info);
   info->lr = lr;
+  DSC_TRY(be->zero(be, (float *)scal, SCAL_COUNT * sizeof(double) / sizeof(float)));
 
   /* (0) prototypes <- their row-normalized value (METHOD.md §4.6). */
   float *protos = m->has_protos ? m->params + m->protos_off : NULL;
-  if (protos) dsc_l2norm_rows(cfg->prototypes, d, protos, NULL, protos);
+  if (protos) DSC_TRY(ops->l2norm_rows(be, cfg->prototypes, d, protos, NULL, protos));
 
   /* (1) EMA over the backbone and necks (parameters only). */
   DSC_TRY(be->ema(be, m->encoder_numel, m->key_params, m->params, cfg->momentum));
 
   /* (2) key forward with shuffle-BN: row i of the shuffled batch is image perm[i]. */
-  for (int i = 0; i < n; i++) w->perm[i] = i;
+  int32_t *perm = w->perm_host;
+  for (int i = 0; i < n; i++) perm[i] = i;
   for (int i = n - 1; i > 0; i--) {
     double u = dsc_rng_uniform(cfg->seed, DSC_RNG_SHUFFLE_BN, (uint32_t)step, (uint32_t)i, 0);
     int j = (int)(u * (i + 1));
-    int32_t t = w->perm[i];
-    w->perm[i] = w->perm[j];
-    w->perm[j] = t;
+    int32_t t = perm[i];
+    perm[i] = perm[j];
+    perm[j] = t;
   }
-  size_t img = (size_t)size * size * 3, c5img = (size_t)p * c;
-  for (int i = 0; i < n; i++) memcpy(w->xb_shuf + i * img, b + (size_t)w->perm[i] * img, img * sizeof(float));
+  for (int i = 0; i < n; i++) w->inv_host[perm[i]] = i;
+  DSC_TRY(be->upload(be, w->perm, perm, (size_t)n * sizeof *perm));
+  DSC_TRY(be->upload(be, w->inv, w->inv_host, (size_t)n * sizeof *perm));
+  const int64_t img = (int64_t)size * size * 3, c5img = (int64_t)p * c;
+  DSC_TRY(ops->gather_rows(be, n, img, w->xb_shuf, 1, 1, b, w->perm, 0, 0));
   /* The key's activations are not needed once C5 is copied out: it runs in the online
    * network's activation memory, which the query forward then overwrites. */
   DSC_TRY(dsc_resnet_borrow_activations(&m->key, &m->online, n, size, size, g));
   dsc_resnet_features fb;
   DSC_TRY(dsc_resnet_forward(&m->key, w->xb_shuf, n, size, size, 1, g, &fb));
-  for (int i = 0; i < n; i++)
-    memcpy(w->hb + (size_t)w->perm[i] * c5img, fb.c[3] + i * c5img, c5img * sizeof(float));
+  /* Unshuffle: key image j is row inv[j] of the shuffled batch. */
+  DSC_TRY(ops->gather_rows(be, n, c5img, w->hb, 1, 1, fb.c[3], w->inv, 0, 0));
   DSC_TRY(be->gap_forward(be, n, p, c, w->pool_b, w->hb));
   DSC_TRY(ssl_neck_forward(be, &m->neck_g, m->key_params, n, w->pool_b, w->hid_gb, w->zb));
-  dsc_l2norm_rows(n, d, w->zb, NULL, w->zb);
+  DSC_TRY(ops->l2norm_rows(be, n, d, w->zb, NULL, w->zb));
   if (m->has_dense) {
     DSC_TRY(ssl_neck_forward(be, &m->neck_d, m->key_params, (int)np, w->hb, w->hid_db, w->vb));
-    pooled_norm(n, p, d, w->vb, w->wb);
-    dsc_l2norm_rows(np, d, w->vb, NULL, w->vb);
-    dsc_l2norm_rows(np, c, w->ub, NULL, w->hb);
+    DSC_TRY(ops->pool_norm(be, n, p, d, w->vb, w->wb));
+    DSC_TRY(ops->l2norm_rows(be, np, d, w->vb, NULL, w->vb));
+    DSC_TRY(ops->l2norm_rows(be, np, c, w->ub, NULL, w->hb));
   }
 
   /* (3) query forward. */
@@ -226,91 +280,74 @@ dsc_status *dsc_ssl_step(dsc_ssl_model *m, const float *a, const float *b, int n
   const float *ha = fa.c[3];
   DSC_TRY(be->gap_forward(be, n, p, c, w->pool_a, ha));
   DSC_TRY(ssl_neck_forward(be, &m->neck_g, m->params, n, w->pool_a, w->hid_ga, w->za));
-  dsc_l2norm_rows(n, d, w->za, w->za_norm, w->za);
-  memset(w->dza, 0, (size_t)n * d * sizeof(float));
+  DSC_TRY(ops->l2norm_rows(be, n, d, w->za, w->za_norm, w->za));
+  DSC_TRY(be->zero(be, w->dza, (size_t)n * d));
 
   /* L_ins (METHOD.md §4.1) */
-  DSC_TRY(dsc_loss_infonce(be, n, d, 1, L, w->za, w->zb, m->queue_g, cfg->tau_ins, cfg->lambda_ins,
-                           &info->loss_ins, w->dza));
+  DSC_TRY(ops->infonce(be, n, d, 1, L, w->za, w->zb, m->queue_g, cfg->tau_ins, cfg->lambda_ins,
+                       scal + SCAL_INS, w->dza));
   dsc_method me = cfg->method;
   if (m->has_dense) {
     DSC_TRY(ssl_neck_forward(be, &m->neck_d, m->params, (int)np, ha, w->hid_da, w->va));
-    dsc_l2norm_rows(np, d, w->va, w->va_norm, w->va);
-    dsc_l2norm_rows(np, c, w->ua, NULL, ha);
-    memset(w->dva, 0, (size_t)np * d * sizeof(float));
-    DSC_TRY(dsc_ssl_match(be, n, p, c, w->ua, w->ub, w->match));
+    DSC_TRY(ops->l2norm_rows(be, np, d, w->va, w->va_norm, w->va));
+    DSC_TRY(ops->l2norm_rows(be, np, c, w->ua, NULL, ha));
+    DSC_TRY(be->zero(be, w->dva, (size_t)np * d));
+    DSC_TRY(ops->match(be, n, p, c, w->ua, w->ub, w->match));
     /* L_pix (§4.2): the matched key pixel is the positive. */
-    for (int64_t r = 0; r < np; r++)
-      memcpy(w->pos + r * d, w->vb + ((r / p) * p + w->match[r]) * d, (size_t)d * sizeof(float));
+    DSC_TRY(ops->gather_rows(be, np, d, w->pos, 1, 1, w->vb, w->match, p, p));
     int k = cfg->k_nei;
     if (me == DSC_METHOD_DSC_NEI || me == DSC_METHOD_DSC_TRI)
-      DSC_TRY(dsc_ssl_neighbors(be, n, p, c, k, w->ua, w->nei_idx));
+      DSC_TRY(ops->neighbors(be, n, p, c, k, w->ua, w->nei_idx));
     if (me == DSC_METHOD_DSC_NEI) {
-      /* L_nei (§4.3): positives = the matched key pixel and the detached neighbors. */
-      for (int64_t r = 0; r < np; r++) {
-        float *row = w->pos_nei + r * (1 + k) * d;
-        memcpy(row, w->pos + r * d, (size_t)d * sizeof(float));
-        for (int t = 0; t < k; t++)
-          memcpy(row + (1 + t) * d, w->va + ((r / p) * p + w->nei_idx[r * k + t]) * d,
-                 (size_t)d * sizeof(float));
-      }
+      /* L_nei (§4.3): positives = [the matched key pixel, its k detached query neighbors]. */
+      DSC_TRY(ops->gather_rows(be, np, d, w->pos_nei, 1, 1 + k, w->vb, w->match, p, p));
+      DSC_TRY(ops->gather_rows(be, np * k, d, w->pos_nei + d, k, 1 + k, w->va, w->nei_idx,
+                               (int64_t)p * k, p));
     }
     if (me == DSC_METHOD_DSC_NEI && cfg->tau_sem == cfg->tau_pix) {
       /* L_pix and L_nei share the queries, the queue and (by default) the temperature: one pass
        * over the queue logits serves both. */
-      dsc_infonce_head heads[2] = {{1, w->pos, cfg->lambda_pix, &info->loss_pix},
-                                   {1 + k, w->pos_nei, cfg->lambda_sem, &info->loss_sem}};
-      DSC_TRY(dsc_loss_infonce_heads(be, np, d, L, w->va, m->queue_d, cfg->tau_pix, 2, heads, w->dva));
+      dsc_infonce_head heads[2] = {{1, w->pos, cfg->lambda_pix, scal + SCAL_PIX},
+                                   {1 + k, w->pos_nei, cfg->lambda_sem, scal + SCAL_SEM}};
+      DSC_TRY(ops->infonce_heads(be, np, d, L, w->va, m->queue_d, cfg->tau_pix, 2, heads, w->dva));
     } else {
-      DSC_TRY(dsc_loss_infonce(be, np, d, 1, L, w->va, w->pos, m->queue_d, cfg->tau_pix,
-                               cfg->lambda_pix, &info->loss_pix, w->dva));
+      DSC_TRY(ops->infonce(be, np, d, 1, L, w->va, w->pos, m->queue_d, cfg->tau_pix,
+                           cfg->lambda_pix, scal + SCAL_PIX, w->dva));
       if (me == DSC_METHOD_DSC_NEI)
-        DSC_TRY(dsc_loss_infonce(be, np, d, 1 + k, L, w->va, w->pos_nei, m->queue_d, cfg->tau_sem,
-                                 cfg->lambda_sem, &info->loss_sem, w->dva));
+        DSC_TRY(ops->infonce(be, np, d, 1 + k, L, w->va, w->pos_nei, m->queue_d, cfg->tau_sem,
+                             cfg->lambda_sem, scal + SCAL_SEM, w->dva));
     }
     if (me == DSC_METHOD_DSC_TRI) {
-      for (int64_t r = 0; r < np; r++)
-        for (int t = 0; t < k; t++)
-          memcpy(w->nei + (r * k + t) * d, w->va + ((r / p) * p + w->nei_idx[r * k + t]) * d,
-                 (size_t)d * sizeof(float));
-      dsc_loss_triplet(np, d, k, w->va, w->pos, w->nei, cfg->margin, cfg->lambda_sem,
-                       &info->loss_sem, w->dva);
+      DSC_TRY(ops->gather_rows(be, np * k, d, w->nei, 1, 1, w->va, w->nei_idx, (int64_t)p * k, p));
+      DSC_TRY(ops->triplet(be, np, d, k, w->va, w->pos, w->nei, cfg->margin, cfg->lambda_sem,
+                           scal + SCAL_SEM, w->dva));
     } else if (me == DSC_METHOD_DSC_KM) {
       /* L_km (§4.5): k-means on the key pixels, labels carried to the query by c(n,i). */
       size_t kd = (size_t)cfg->clusters * d;
-      int initialized = 0;
-      for (size_t i = 0; i < kd && !initialized; i++) initialized = m->centroids[i] != 0.0f;
-      if (!initialized)
-        DSC_TRY(dsc_kmeans_init(np, d, cfg->clusters, w->vb, cfg->seed, (uint64_t)step, m->centroids));
-      if (cap && cap->km_init) memcpy(cap->km_init, m->centroids, kd * sizeof(float));
-      DSC_TRY(dsc_kmeans_run(be, np, d, cfg->clusters, cfg->km_iters, w->vb, m->centroids, w->yb,
-                             w->history));
-      for (int64_t r = 0; r < np; r++) w->ya[r] = w->yb[(r / p) * p + w->match[r]];
-      DSC_TRY(dsc_loss_kmeans(np, d, cfg->clusters, w->va, w->ya, w->vb, w->yb, cfg->tau_sem,
-                              cfg->lambda_sem, &info->loss_sem, w->dva, &info->km_present));
+      if (!m->km_initialized)
+        DSC_TRY(ops->kmeans_init(be, np, d, cfg->clusters, w->vb, cfg->seed, (uint64_t)step, m->centroids));
+      m->km_initialized = 1;
+      if (cap && cap->km_init) DSC_TRY(be->download(be, cap->km_init, m->centroids, kd * sizeof(float)));
+      DSC_TRY(ops->kmeans_run(be, np, d, cfg->clusters, cfg->km_iters, w->vb, m->centroids, w->yb,
+                              w->history));
+      DSC_TRY(ops->gather_rows(be, np, 1, w->ya, 1, 1, w->yb, w->match, p, p));
+      DSC_TRY(ops->loss_kmeans(be, np, d, cfg->clusters, w->va, w->ya, w->vb, w->yb, cfg->tau_sem,
+                               cfg->lambda_sem, scal + SCAL_SEM, w->dva, scal + SCAL_KM_PRESENT));
     } else if (me == DSC_METHOD_DSC_PM || me == DSC_METHOD_DSC_CE) {
-      DSC_TRY(dsc_loss_proto(be, me == DSC_METHOD_DSC_PM ? DSC_PROTO_SWAP : DSC_PROTO_CE, n, p, d,
-                             cfg->prototypes, w->va, w->vb, w->match, protos, cfg->tau_pm,
-                             cfg->sinkhorn_eps, cfg->sinkhorn_iters, cfg->lambda_sem,
-                             &info->loss_sem, w->dva, m->grads + m->protos_off, w->ce_target));
+      DSC_TRY(ops->loss_proto(be, me == DSC_METHOD_DSC_PM ? DSC_PROTO_SWAP : DSC_PROTO_CE, n, p, d,
+                              cfg->prototypes, w->va, w->vb, w->match, protos, cfg->tau_pm,
+                              cfg->sinkhorn_eps, cfg->sinkhorn_iters, cfg->lambda_sem,
+                              scal + SCAL_SEM, w->dva, m->grads + m->protos_off, w->ce_target));
     }
   }
-  info->loss_total = cfg->lambda_ins * info->loss_ins + (m->has_dense ? cfg->lambda_pix * info->loss_pix : 0) +
-                     (me >= DSC_METHOD_DSC_NEI ? cfg->lambda_sem * info->loss_sem : 0);
-  const char *bad = !isfinite(info->loss_ins) ? "loss.ins (instance)"
-                    : !isfinite(info->loss_pix) ? "loss.pix (pixel)"
-                    : !isfinite(info->loss_sem) ? "loss.sem (semantic)" : NULL;
-  if (bad)
-    return dsc_errorf("step %lld: %s is not finite (lr %.6g); stopping before the update",
-                      (long long)step, bad, lr);
 
   /* Backward: embeddings -> normalizations -> necks -> C5 -> backbone. */
-  dsc_l2norm_rows_backward(n, d, w->dza, w->dza, w->za, w->za_norm);
+  DSC_TRY(ops->l2norm_rows_backward(be, n, d, w->dza, w->dza, w->za, w->za_norm));
   DSC_TRY(ssl_neck_backward(be, &m->neck_g, m->params, m->grads, n, w->pool_a, w->hid_ga, w->dza,
                             w->dhidden, w->dpool));
   DSC_TRY(be->gap_backward(be, n, p, c, w->dh, w->dpool));
   if (m->has_dense) {
-    dsc_l2norm_rows_backward(np, d, w->dva, w->dva, w->va, w->va_norm);
+    DSC_TRY(ops->l2norm_rows_backward(be, np, d, w->dva, w->dva, w->va, w->va_norm));
     DSC_TRY(ssl_neck_backward(be, &m->neck_d, m->params, m->grads, (int)np, ha, w->hid_da, w->dva,
                               w->dhidden, w->dh2));
     DSC_TRY(be->add_inplace(be, w->dh, w->dh2, (size_t)np * c));
@@ -318,36 +355,56 @@ dsc_status *dsc_ssl_step(dsc_ssl_model *m, const float *a, const float *b, int n
   DSC_TRY(dsc_resnet_backward(&m->online, w->dh));
   int frozen = m->has_protos && step < cfg->freeze_prototypes_steps;
   if (frozen) DSC_TRY(be->zero(be, m->grads + m->protos_off, (size_t)cfg->prototypes * d));
-  const char *bad_grad = nonfinite_param(m, m->grads);
-  if (bad_grad)
-    return dsc_errorf("step %lld: the gradient of %s is not finite (loss %.6g, lr %.6g); stopping "
-                      "before the update", (long long)step, bad_grad, info->loss_total, lr);
+  DSC_TRY(ops->nonfinite(be, m->table.param_numel, m->grads, scal + SCAL_BAD_GRAD));
 
   /* (4) SGD: every parameter, the prototypes only when not frozen (they sit last). */
   dsc_sgd_config sgd = {cfg->optim_momentum, cfg->weight_decay, cfg->nesterov};
   size_t n_upd = frozen ? m->encoder_numel : m->table.param_numel;
   DSC_TRY(dsc_sgd_step(be, &sgd, (float)lr, n_upd, m->params, m->grads, m->momentum));
-  /* A finite gradient times a huge rate can still overflow: such a state is never saved. */
-  const char *bad_param = nonfinite_param(m, m->params);
-  if (bad_param)
-    return dsc_errorf("step %lld: %s is not finite after the SGD update (lr %.6g is too large?)",
-                      (long long)step, bad_param, lr);
+  /* A finite gradient times a huge rate can still overflow. */
+  DSC_TRY(ops->nonfinite(be, m->table.param_numel, m->params, scal + SCAL_BAD_PARAM));
 
   /* (5) enqueue the key images at the pointer (METHOD.md §3). */
-  for (int i = 0; i < n; i++)
-    for (int k = 0; k < d; k++) {
-      m->queue_g[(size_t)k * L + m->queue_ptr + i] = w->zb[(size_t)i * d + k];
-      if (m->has_dense) m->queue_d[(size_t)k * L + m->queue_ptr + i] = w->wb[(size_t)i * d + k];
-    }
+  DSC_TRY(ops->enqueue(be, n, d, L, m->queue_ptr, m->queue_g, w->zb));
+  if (m->has_dense) DSC_TRY(ops->enqueue(be, n, d, L, m->queue_ptr, m->queue_d, w->wb));
   m->queue_ptr = (m->queue_ptr + n) % L;
   m->step++;
 
+  /* The one wait of the step: its scalars. A bad step leaves a state that is never saved. */
+  double sc[SCAL_COUNT];
+  DSC_TRY(be->download(be, sc, scal, sizeof sc));
+  info->loss_ins = sc[SCAL_INS];
+  info->loss_pix = sc[SCAL_PIX];
+  info->loss_sem = sc[SCAL_SEM];
+  info->km_present = (int)sc[SCAL_KM_PRESENT];
+  info->loss_total = cfg->lambda_ins * info->loss_ins + (m->has_dense ? cfg->lambda_pix * info->loss_pix : 0) +
+                     (me >= DSC_METHOD_DSC_NEI ? cfg->lambda_sem * info->loss_sem : 0);
+  const char *bad = !isfinite(info->loss_ins) ? "loss.ins (instance)"
+                    : !isfinite(info->loss_pix) ? "loss.pix (pixel)"
+                    : !isfinite(info->loss_sem) ? "loss.sem (semantic)" : NULL;
+  if (bad)
+    return dsc_errorf("step %lld: %s is not finite (lr %.6g); stopping before anything is saved",
+                      (long long)step, bad, lr);
+  const char *name = NULL;
+  if (sc[SCAL_BAD_GRAD] != 0.0) {
+    DSC_TRY(nonfinite_name(m, m->grads, &name));
+    return dsc_errorf("step %lld: the gradient of %s is not finite (loss %.6g, lr %.6g); stopping "
+                      "before anything is saved", (long long)step, name, info->loss_total, lr);
+  }
+  if (sc[SCAL_BAD_PARAM] != 0.0) {
+    DSC_TRY(nonfinite_name(m, m->params, &name));
+    return dsc_errorf("step %lld: %s is not finite after the SGD update (lr %.6g is too large?)",
+                      (long long)step, name, lr);
+  }
+
   if (cap) {
-    if (cap->perm_key) to_i64(cap->perm_key, w->perm, (size_t)n);
-    if (cap->match && m->has_dense) to_i64(cap->match, w->match, (size_t)np);
-    if (cap->nei_idx && w->nei_idx) to_i64(cap->nei_idx, w->nei_idx, (size_t)np * cfg->k_nei);
-    if (cap->km_history && w->history) to_i64(cap->km_history, w->history, (size_t)np * cfg->km_iters);
-    if (cap->ce_target && w->ce_target) to_i64(cap->ce_target, w->ce_target, (size_t)np);
+    for (int i = 0; cap->perm_key && i < n; i++) cap->perm_key[i] = perm[i];
+    if (cap->match && m->has_dense) DSC_TRY(capture_i64(be, cap->match, w->match, (size_t)np));
+    if (cap->nei_idx && w->nei_idx)
+      DSC_TRY(capture_i64(be, cap->nei_idx, w->nei_idx, (size_t)np * cfg->k_nei));
+    if (cap->km_history && w->history)
+      DSC_TRY(capture_i64(be, cap->km_history, w->history, (size_t)np * cfg->km_iters));
+    if (cap->ce_target && w->ce_target) DSC_TRY(capture_i64(be, cap->ce_target, w->ce_target, (size_t)np));
   }
   return NULL;
 }

@@ -166,6 +166,7 @@ dsc_status *dsc_backend_cpu_new(int threads, dsc_backend **out) {
   be->gemm = cpu_gemm;
   be->sgd_step = cpu_sgd_step;
   be->ema = cpu_ema;
+  be->synchronize = backend_synchronize_host;
   *out = be;
   return NULL;
 }

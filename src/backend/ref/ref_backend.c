@@ -142,6 +142,7 @@ dsc_status *dsc_backend_ref_new(dsc_backend **out) {
   be->gemm = ref_gemm;
   be->sgd_step = ref_sgd_step;
   be->ema = ref_ema;
+  be->synchronize = backend_synchronize_host;
   *out = be;
   return NULL;
 }
