@@ -154,6 +154,13 @@ static dsc_status *cuda_zero(dsc_backend *be, float *x, size_t n) {
   return NULL;
 }
 
+static dsc_status *cuda_device_memory_used(dsc_backend *be, size_t *bytes) {
+  size_t free_b = 0, total_b = 0;
+  CUDA_TRY(cudaMemGetInfo(&free_b, &total_b));
+  *bytes = total_b - free_b;
+  return NULL;
+}
+
 static dsc_status *cuda_synchronize(dsc_backend *be) {
   CUDA_TRY(cudaStreamSynchronize(cuda_impl_of(be)->stream));
   return NULL;
@@ -268,6 +275,7 @@ extern "C" dsc_status *dsc_backend_cuda_new(int device, int bf16, dsc_backend **
 
   be->ssl = &cuda_ssl_ops;
   be->synchronize = cuda_synchronize;
+  be->device_memory_used = cuda_device_memory_used;
   be->alloc = cuda_alloc;
   be->free = cuda_free;
   be->upload = cuda_upload;

@@ -22,13 +22,15 @@
  *    Accumulation inside cuDNN is fp32; the outputs carry bf16 rounding.
  *
  * Algorithms: per distinct (shape, direction, precision) one cache entry holds the tensor,
- * filter and convolution descriptors and the algorithm picked once by cudnnFind*Algorithm (the
- * variants that allocate their own buffers, so the caller's memory is never touched): the
- * fastest result with status success, CUDNN_DETERMINISTIC, and, in fp32 mode, a math type that
- * is not tensor-op. The convolution descriptor then takes the chosen result's math type (bf16
+ * filter and convolution descriptors and the algorithm picked once: the first result of cuDNN's
+ * heuristics (cudnnGet*Algorithm_v7) with status success, CUDNN_DETERMINISTIC and, in fp32 mode,
+ * a math type that is not tensor-op; or, with DSC_CUDNN_FIND=1 in the environment, the fastest
+ * such result of cudnnFind*Algorithm (timed; the variants that allocate their own buffers, so the
+ * caller's memory is never touched). The convolution descriptor then takes the chosen result's math type (bf16
  * mode) or stays on CUDNN_FMA_MATH (fp32 mode, where CUDNN_DEFAULT_MATH would permit TF32).
- * Results are bitwise reproducible within a process; cudnnFind times algorithms, so another
- * process may pick another (equally deterministic) algorithm with different rounding. The
+ * The heuristic choice is the same in every process on one GPU model and cuDNN version, so a
+ * resumed run is bitwise equal to an uninterrupted one; cudnnFind's timed choice can differ
+ * between processes (another deterministic algorithm, other rounding). The
  * workspace comes from CUDA_SLOT_CONV_WS. The cache is a linked list searched linearly (a
  * ResNet has a few dozen shapes).
  *
@@ -262,15 +264,24 @@ static dsc_status *conv_find(cuda_impl *impl, conv_entry *e) {
   float time[CONV_MAX_ALGOS];
   size_t memory[CONV_MAX_ALGOS];
   int max_count = 0, returned = 0;
-  /* cudnnFind times algorithms on the handle's stream: wait for queued work first so that it
-   * does not count against the first candidate. */
-  CUDA_TRY(cudaStreamSynchronize(impl->stream));
+  /* DSC_CUDNN_FIND=1: time the candidates (cudnnFind) and take the fastest; otherwise take
+   * cuDNN's heuristic order (cudnnGet*_v7), which is the same in every process, so that a resumed
+   * run repeats the bits of an uninterrupted one. cudnnFind times algorithms on the handle's
+   * stream: wait for queued work first so that it does not count against the first candidate. */
+  const char *find_env = getenv("DSC_CUDNN_FIND");
+  const int timed = find_env && find_env[0] == '1';
+  if (timed) CUDA_TRY(cudaStreamSynchronize(impl->stream));
   if (e->dir == CONV_FWD) {
     cudnnConvolutionFwdAlgoPerf_t perf[CONV_MAX_ALGOS];
     CUDNN_TRY(cudnnGetConvolutionForwardAlgorithmMaxCount(impl->cudnn, &max_count));
     if (max_count > CONV_MAX_ALGOS) max_count = CONV_MAX_ALGOS;
     if (max_count < 1) max_count = 1;
-    CUDNN_TRY(cudnnFindConvolutionForwardAlgorithm(impl->cudnn, e->x_desc, e->w_desc,
+    if (timed)
+      CUDNN_TRY(cudnnFindConvolutionForwardAlgorithm(impl->cudnn, e->x_desc, e->w_desc,
+                                                   e->conv_desc, e->y_desc, max_count, &returned,
+                                                   perf));
+    else
+      CUDNN_TRY(cudnnGetConvolutionForwardAlgorithm_v7(impl->cudnn, e->x_desc, e->w_desc,
                                                    e->conv_desc, e->y_desc, max_count, &returned,
                                                    perf));
     for (int i = 0; i < returned; i++) {
@@ -286,7 +297,12 @@ static dsc_status *conv_find(cuda_impl *impl, conv_entry *e) {
     CUDNN_TRY(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(impl->cudnn, &max_count));
     if (max_count > CONV_MAX_ALGOS) max_count = CONV_MAX_ALGOS;
     if (max_count < 1) max_count = 1;
-    CUDNN_TRY(cudnnFindConvolutionBackwardDataAlgorithm(impl->cudnn, e->w_desc, e->y_desc,
+    if (timed)
+      CUDNN_TRY(cudnnFindConvolutionBackwardDataAlgorithm(impl->cudnn, e->w_desc, e->y_desc,
+                                                        e->conv_desc, e->x_desc, max_count,
+                                                        &returned, perf));
+    else
+      CUDNN_TRY(cudnnGetConvolutionBackwardDataAlgorithm_v7(impl->cudnn, e->w_desc, e->y_desc,
                                                         e->conv_desc, e->x_desc, max_count,
                                                         &returned, perf));
     for (int i = 0; i < returned; i++) {
@@ -302,7 +318,12 @@ static dsc_status *conv_find(cuda_impl *impl, conv_entry *e) {
     CUDNN_TRY(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(impl->cudnn, &max_count));
     if (max_count > CONV_MAX_ALGOS) max_count = CONV_MAX_ALGOS;
     if (max_count < 1) max_count = 1;
-    CUDNN_TRY(cudnnFindConvolutionBackwardFilterAlgorithm(impl->cudnn, e->x_desc, e->y_desc,
+    if (timed)
+      CUDNN_TRY(cudnnFindConvolutionBackwardFilterAlgorithm(impl->cudnn, e->x_desc, e->y_desc,
+                                                          e->conv_desc, e->w_desc, max_count,
+                                                          &returned, perf));
+    else
+      CUDNN_TRY(cudnnGetConvolutionBackwardFilterAlgorithm_v7(impl->cudnn, e->x_desc, e->y_desc,
                                                           e->conv_desc, e->w_desc, max_count,
                                                           &returned, perf));
     for (int i = 0; i < returned; i++) {
@@ -319,7 +340,8 @@ static dsc_status *conv_find(cuda_impl *impl, conv_entry *e) {
 
   int best = -1;
   for (int i = 0; i < returned; i++)
-    if (conv_usable(status[i], det[i], math[i], e->bf16) && (best < 0 || time[i] < time[best]))
+    if (conv_usable(status[i], det[i], math[i], e->bf16) &&
+        (best < 0 || (timed && time[i] < time[best])))
       best = i;
   if (best < 0) return conv_no_algo(e, returned, algo, status, det, math);
 
