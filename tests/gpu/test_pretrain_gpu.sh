@@ -16,9 +16,14 @@ skipped=0
 probe=$("$dsc" bench step method=densecl run.device=cuda --arch resnet18 --stem small --size 32 \
         --batch 8 --warmup 0 --steps 1 method.queue=64 method.bn_groups=2 2>&1)
 if [ $? -ne 0 ]; then
-  echo "skip: every GPU pretraining check ($(echo "$probe" | tail -n 1))"
-  echo "#summary 0 passed, 0 failed, 4 skipped"
-  exit 0
+  # Only a missing GPU or a build without CUDA is a skip; any other failure is a failure.
+  if echo "$probe" | grep -qE "no usable CUDA device|no CUDA device|built without the CUDA backend"; then
+    echo "skip: every GPU pretraining check ($(echo "$probe" | tail -n 1))"
+    echo "#summary 0 passed, 0 failed, 4 skipped"
+    exit 0
+  fi
+  bad "the GPU step runs at all: $(echo "$probe" | tail -c 800)"
+  finish
 fi
 
 common="data.path=$data data.format=idx model.arch=resnet18 model.stem=small data.size=32
