@@ -10,6 +10,13 @@ Conventions:
   `queue.dense [D,L]`, `queue.ptr` (int64 0-dim), `km.centroids [K,D]`, `prototypes.weight [K,D]`,
   `optim.momentum.<parameter name>`. Dense maps are PyTorch's NCHW; a pixel index is h*W + w.
 - Float64 by default (`dtype=` chooses); the state given to the step is copied, never modified.
+- Device-agnostic: the step computes on the device of its inputs and model (`Model.to_device`
+  moves a model; `queue.ptr` stays a host scalar); its only host synchronizations are the checks
+  of `perm` (before any work, on perm's own device), the dsc-km centroid check and the set of
+  clusters present (both dsc-km only). `step(..., autocast=torch.bfloat16)` runs the forward
+  passes and the losses under torch.autocast (bench/torch_step.py --precision bf16): logits enter
+  the log-sum-exp in float32, as autocast does for cross_entropy; backward, SGD, EMA, parameters,
+  buffers and queues stay in the model's dtype. Without it (the default) nothing changes.
 - Every argmax / top-k / nearest centroid breaks ties by the smallest index (METHOD.md §1).
 - Discrete choices: the step computes its own; where `discrete` gives another implementation's
   choices (match.c, nei.idx, km.history, ce.target), it records for every differing choice the score
@@ -22,6 +29,7 @@ Conventions:
   grows by one per forward.
 """
 
+import contextlib
 import math
 from dataclasses import dataclass, fields
 
@@ -273,7 +281,11 @@ def infonce(q, pos, queue, tau):
     q (R,D), pos (R,npos,D), queue (D,L). Mean over rows (METHOD.md §4.1-4.3)."""
     lpos = torch.einsum("rd,rkd->rk", q, pos) / tau
     lneg = (q @ queue) / tau
-    return (torch.logsumexp(torch.cat([lpos, lneg], dim=1), dim=1) - torch.logsumexp(lpos, dim=1)).mean()
+    logits = torch.cat([lpos, lneg], dim=1)
+    if logits.dtype in (torch.float16, torch.bfloat16):  # under autocast: float32 as cross_entropy
+        logits = logits.float()
+        lpos = lpos.float()
+    return (torch.logsumexp(logits, dim=1) - torch.logsumexp(lpos, dim=1)).mean()
 
 
 def sinkhorn(scores, eps, iters):
@@ -296,7 +308,7 @@ def sinkhorn(scores, eps, iters):
 def first_argmax(scores):
     """argmax over the last dim, ties to the smallest index (METHOD.md §1)."""
     top = scores.max(dim=-1, keepdim=True).values
-    idx = torch.arange(scores.shape[-1]).expand_as(scores)
+    idx = torch.arange(scores.shape[-1], device=scores.device).expand_as(scores)
     big = scores.shape[-1]
     return torch.where(scores == top, idx, torch.full_like(idx, big)).min(dim=-1).values
 
@@ -317,7 +329,7 @@ class Choices:
         given = self.given.get(kind)
         if given is None:
             return ours
-        given = torch.as_tensor(given, dtype=torch.long).reshape(ours.shape)
+        given = torch.as_tensor(given, dtype=torch.long, device=ours.device).reshape(ours.shape)
         m = scores.shape[-1]
         valid = (given >= 0) & (given < m)
         gc = given.clamp(0, m - 1)
@@ -330,7 +342,8 @@ class Choices:
         return gc
 
     def _record_gaps(self, kind, gaps, count):
-        self.gaps[kind] = torch.cat([self.gaps.get(kind, torch.zeros(0, dtype=torch.float64)), gaps.flatten()])
+        empty = torch.zeros(0, dtype=torch.float64, device=gaps.device)
+        self.gaps[kind] = torch.cat([self.gaps.get(kind, empty), gaps.flatten()])
         self.counts[kind] = self.counts.get(kind, 0) + count
 
 
@@ -339,17 +352,17 @@ def neighbors(choices, ua, k):
     decreasing similarity, ties by smallest j. ua (N,P,C) normalized. Returns (N,P,k) int64."""
     n, p, _ = ua.shape
     sim = ua @ ua.transpose(1, 2)
-    eye = torch.eye(p, dtype=torch.bool).expand(n, p, p)
+    eye = torch.eye(p, dtype=torch.bool, device=ua.device).expand(n, p, p)
     masked = sim.masked_fill(eye, -math.inf)
     ours = torch.sort(masked, dim=-1, descending=True, stable=True).indices[..., :k]
     choices.ours["nei.idx"] = ours.clone()
     given = choices.given.get("nei.idx")
     if given is None:
         return ours
-    given = torch.as_tensor(given, dtype=torch.long).reshape(ours.shape)
+    given = torch.as_tensor(given, dtype=torch.long, device=ua.device).reshape(ours.shape)
     valid = (given >= 0) & (given < p)
     gc = given.clamp(0, p - 1)
-    self_idx = torch.arange(p).view(1, p, 1)
+    self_idx = torch.arange(p, device=ua.device).view(1, p, 1)
     valid &= gc != self_idx
     for t in range(1, k):  # distinct within a row
         valid[..., t] &= (gc[..., :t] != gc[..., t:t + 1]).all(dim=-1)
@@ -367,7 +380,7 @@ def kmeans(choices, v, init, iters):
     labels = None
     given = choices.given.get("km.history")
     if given is not None:
-        given = torch.as_tensor(given, dtype=torch.long)
+        given = torch.as_tensor(given, dtype=torch.long, device=v.device)
         if given.shape[0] != iters:
             raise ValueError(f"km.history has {given.shape[0]} rows, method.km_iters is {iters}")
         given = given.reshape(iters, -1)
@@ -380,8 +393,8 @@ def kmeans(choices, v, init, iters):
         history.append(ours)
         if given is not None:
             choices._record_gaps("km.history", sub.gaps["y"], sub.counts["y"])
-        sums = torch.zeros_like(m).index_add(0, labels, v)
-        counts = torch.bincount(labels, minlength=k).to(v.dtype)
+        sums = torch.zeros_like(m).index_add(0, labels, v.to(m.dtype))  # autocast: v may be bf16
+        counts = torch.bincount(labels, minlength=k).to(m.dtype)
         present = counts > 0
         means = sums / counts.clamp_min(1).unsqueeze(1)
         m = torch.where(present.unsqueeze(1), norm(means, dim=1), m)
@@ -391,16 +404,16 @@ def kmeans(choices, v, init, iters):
 
 def loss_kmeans(va, ya, vb, yb, k, tau):
     """METHOD.md §4.5 steps 4-5: cluster-level contrast of the clusters present in both views."""
-    present = sorted(set(ya.tolist()) & set(yb.tolist()))
+    present = sorted(set(ya.tolist()) & set(yb.tolist()))  # host sync: the method needs the set
     if len(present) < 2:
-        return torch.zeros((), dtype=va.dtype)
-    idx = torch.tensor(present)
+        return torch.zeros((), dtype=va.dtype, device=va.device)
+    idx = torch.tensor(present, device=va.device)
     d = va.shape[1]
-    ea = torch.zeros(k, d, dtype=va.dtype).index_add(0, ya, va)[idx]
-    eb = torch.zeros(k, d, dtype=vb.dtype).index_add(0, yb, vb)[idx]
+    ea = torch.zeros(k, d, dtype=va.dtype, device=va.device).index_add(0, ya, va)[idx]
+    eb = torch.zeros(k, d, dtype=vb.dtype, device=vb.device).index_add(0, yb, vb)[idx]
     ea = norm(ea / torch.bincount(ya, minlength=k)[idx].to(va.dtype).unsqueeze(1), dim=1)
     eb = norm(eb / torch.bincount(yb, minlength=k)[idx].to(vb.dtype).unsqueeze(1), dim=1)
-    return F.cross_entropy(ea @ eb.t() / tau, torch.arange(len(present)))
+    return F.cross_entropy(ea @ eb.t() / tau, torch.arange(len(present), device=va.device))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -430,6 +443,23 @@ class Model:
             bound = 1.0 / math.sqrt(d)  # nn.Linear(D, K, bias=False) init (§4.6)
             self.prototypes = nn.Parameter((torch.rand(cfg.prototypes, d, generator=g, dtype=dtype) * 2 - 1) * bound)
         self.buffers = {name: torch.zeros_like(p) for name, p in self.params().items()}
+
+    def to_device(self, device, memory_format=torch.preserve_format):
+        """Moves encoders, queues, centroids, prototypes and SGD buffers to `device`, the encoders'
+        4-D tensors to `memory_format` (e.g. channels_last), each SGD buffer to its parameter's
+        layout; values unchanged. queue.ptr stays a host scalar (enqueue reads it without a sync)."""
+        for enc in (self.online, self.key):
+            enc.to(device=device, memory_format=memory_format)
+        self.queue_global = self.queue_global.to(device)
+        if self.queue_dense is not None:
+            self.queue_dense = self.queue_dense.to(device)
+        if self.km_centroids is not None:
+            self.km_centroids = self.km_centroids.to(device)
+        if self.prototypes is not None:
+            self.prototypes = nn.Parameter(self.prototypes.detach().to(device))
+        self.buffers = {name: torch.empty_like(p).copy_(self.buffers[name])
+                        for name, p in self.params().items()}
+        return self
 
     def params(self):
         """Trainable tensors by checkpoint name: online backbone, necks, prototypes."""
@@ -464,7 +494,7 @@ class Model:
             v = torch.as_tensor(state[k])
             if tuple(v.shape) != tuple(own[k].shape):
                 raise ValueError(f"{k}: shape {list(v.shape)}, expected {list(own[k].shape)}")
-            return v.to(own[k].dtype).clone()
+            return v.to(device=own[k].device, dtype=own[k].dtype).clone()
 
         self.online.load_state_dict({k: get(k) for k in self.online.state_dict()})
         self.key.load_state_dict({k: get("momentum." + k) for k in self.key.state_dict()})
@@ -479,20 +509,29 @@ class Model:
                 self.prototypes.copy_(get("prototypes.weight"))
         self.buffers = {k: get("optim.momentum." + k) for k in self.buffers}
 
-    def step(self, xa, xb, perm, lr, km_init=None, discrete=None):
+    def step(self, xa, xb, perm, lr, km_init=None, discrete=None, autocast=None):
         """One training step in METHOD.md §5's order. xa, xb (N,3,H,W); perm (N,) the shuffle-BN
         permutation; lr the step's learning rate; km_init the centroids k-means starts from (dsc-km;
-        default: km.centroids, which must then be initialized); discrete: given choices to follow.
+        default: km.centroids, which must then be initialized); discrete: given choices to follow;
+        autocast: None, or the dtype (torch.bfloat16) of a torch.autocast around the forward passes
+        and the losses. Computes on xa's device, where the model must be (to_device).
         Returns a dict: loss.* (0-dim), grad.<name>, choices (Choices), vb (the key pixels (N,P,D))."""
         cfg = self.cfg
         choices = Choices(discrete)
         dt = self.dtype
         xa = torch.as_tensor(xa).to(dt)
-        xb = torch.as_tensor(xb).to(dt)
+        dev = xa.device
+        xb = torch.as_tensor(xb).to(device=dev, dtype=dt)
         perm = torch.as_tensor(perm, dtype=torch.long)
         n = xa.shape[0]
-        if sorted(perm.tolist()) != list(range(n)):
+        if sorted(perm.tolist()) != list(range(n)):  # on perm's own device, before any work
             raise ValueError("perm.key is not a permutation of the batch")
+        perm = perm.to(dev)
+
+        def amp():
+            if autocast is None:
+                return contextlib.nullcontext()
+            return torch.autocast(device_type=dev.type, dtype=autocast)
         frozen = self.prototypes is not None and cfg.step < cfg.freeze_prototypes_steps
 
         # (0) prototypes: row normalization at the start of every step, no gradient (§4.6).
@@ -507,7 +546,7 @@ class Model:
                 pk.mul_(cfg.momentum).add_(online[name], alpha=1.0 - cfg.momentum)
 
         # (2) key forward with shuffle-BN: row i of the shuffled batch is image perm[i] (§5).
-        with torch.no_grad():
+        with torch.no_grad(), amp():
             hs = backbone_forward(self.key.backbone, xb[perm])
             hb = torch.empty_like(hs)
             hb[perm] = hs
@@ -518,65 +557,67 @@ class Model:
                 wb = norm(db.mean(dim=(2, 3)), dim=1)                     # (N,D)
                 ub = norm(hb, dim=1).flatten(2).transpose(1, 2)          # (N,P,C)
 
-        # (3) query forward, losses, backward.
-        ha = backbone_forward(self.online.backbone, xa)
-        za_raw, da = self.online.heads(ha)
-        za = norm(za_raw, dim=1)
-        zero = torch.zeros((), dtype=dt)
-        l_ins = infonce(za, zb.unsqueeze(1), self.queue_global, cfg.tau_ins)  # §4.1
-        l_pix = zero
-        l_sem = zero
-        if cfg.dense:
-            va = norm(da, dim=1).flatten(2).transpose(1, 2)              # (N,P,D)
-            ua = norm(ha.detach(), dim=1).flatten(2).transpose(1, 2)     # (N,P,C)
-            p = va.shape[1]
-            d = va.shape[2]
-            sim = ua @ ub.transpose(1, 2)                                 # (N,P,P) §3
-            c = choices.resolve("match.c", sim, first_argmax(sim))
-            pos = vb.gather(1, c.unsqueeze(-1).expand(n, p, d))           # v^b[n,:,c(n,i)]
-            q = va.reshape(n * p, d)
-            pos_rows = pos.reshape(n * p, 1, d)
-            l_pix = infonce(q, pos_rows, self.queue_dense, cfg.tau_pix)   # §4.2
-            if cfg.uses_neighbors:
-                nei = neighbors(choices, ua, cfg.k_nei)                    # (N,P,k) §4.3
-                m = va.detach().unsqueeze(1).expand(n, p, p, d).gather(
-                    2, nei.unsqueeze(-1).expand(n, p, cfg.k_nei, d)).reshape(n * p, cfg.k_nei, d)
-                if cfg.method == "dsc-nei":
-                    l_sem = infonce(q, torch.cat([pos_rows, m], dim=1), self.queue_dense, cfg.tau_sem)
-                else:  # §4.4, delta(x,y) = 1 - x.y
-                    dpos = 1.0 - (q * pos_rows[:, 0]).sum(1, keepdim=True)
-                    dneg = 1.0 - torch.einsum("rd,rkd->rk", q, m)
-                    l_sem = F.relu(dpos - dneg + cfg.margin).sum(1).mean()
-            elif cfg.uses_kmeans:  # §4.5
-                vbf = vb.reshape(n * p, d)
-                if km_init is None:
-                    if not bool(self.km_centroids.abs().sum() > 0):
-                        raise ValueError("dsc-km: km.centroids uninitialized and no km.init given")
-                    km_init = self.km_centroids
-                km_init = torch.as_tensor(km_init).to(dt)
-                yb, self.km_centroids = kmeans(choices, vbf, km_init, cfg.km_iters)
-                choices.ours["km.history"] = choices.ours["km.history"].view(cfg.km_iters, n, p)
-                ya = yb.view(n, p).gather(1, c).reshape(-1)
-                l_sem = loss_kmeans(q, ya, vbf, yb, cfg.clusters, cfg.tau_sem)
-            elif cfg.uses_prototypes:  # §4.6, §4.7
-                C = self.prototypes
-                rows = (torch.arange(n).unsqueeze(1) * p + c).reshape(-1)  # flat index of (n, c(n,i))
-                sa = q @ C.t()
-                sb = vb.reshape(n * p, d) @ C.t()
-                with torch.no_grad():
-                    qb = sinkhorn(sb.detach(), cfg.sinkhorn_eps, cfg.sinkhorn_iters)
-                if cfg.method == "dsc-pm":
+        # (3) query forward, losses (under autocast when asked), backward.
+        with amp():
+            ha = backbone_forward(self.online.backbone, xa)
+            za_raw, da = self.online.heads(ha)
+            za = norm(za_raw, dim=1)
+            zero = torch.zeros((), dtype=dt, device=dev)
+            l_ins = infonce(za, zb.unsqueeze(1), self.queue_global, cfg.tau_ins)  # §4.1
+            l_pix = zero
+            l_sem = zero
+            if cfg.dense:
+                va = norm(da, dim=1).flatten(2).transpose(1, 2)              # (N,P,D)
+                ua = norm(ha.detach(), dim=1).flatten(2).transpose(1, 2)     # (N,P,C)
+                p = va.shape[1]
+                d = va.shape[2]
+                sim = ua @ ub.transpose(1, 2)                                 # (N,P,P) §3
+                c = choices.resolve("match.c", sim, first_argmax(sim))
+                pos = vb.gather(1, c.unsqueeze(-1).expand(n, p, d))           # v^b[n,:,c(n,i)]
+                q = va.reshape(n * p, d)
+                pos_rows = pos.reshape(n * p, 1, d)
+                l_pix = infonce(q, pos_rows, self.queue_dense, cfg.tau_pix)   # §4.2
+                if cfg.uses_neighbors:
+                    nei = neighbors(choices, ua, cfg.k_nei)                    # (N,P,k) §4.3
+                    m = va.detach().unsqueeze(1).expand(n, p, p, d).gather(
+                        2, nei.unsqueeze(-1).expand(n, p, cfg.k_nei, d)).reshape(n * p, cfg.k_nei, d)
+                    if cfg.method == "dsc-nei":
+                        l_sem = infonce(q, torch.cat([pos_rows, m], dim=1), self.queue_dense, cfg.tau_sem)
+                    else:  # §4.4, delta(x,y) = 1 - x.y
+                        dpos = 1.0 - (q * pos_rows[:, 0]).sum(1, keepdim=True)
+                        dneg = 1.0 - torch.einsum("rd,rkd->rk", q, m)
+                        l_sem = F.relu(dpos - dneg + cfg.margin).sum(1).mean()
+                elif cfg.uses_kmeans:  # §4.5
+                    vbf = vb.reshape(n * p, d)
+                    if km_init is None:
+                        if not bool(self.km_centroids.abs().sum() > 0):
+                            raise ValueError("dsc-km: km.centroids uninitialized and no km.init given")
+                        km_init = self.km_centroids
+                    km_init = torch.as_tensor(km_init).to(device=dev, dtype=dt)
+                    yb, self.km_centroids = kmeans(choices, vbf, km_init, cfg.km_iters)
+                    choices.ours["km.history"] = choices.ours["km.history"].view(cfg.km_iters, n, p)
+                    ya = yb.view(n, p).gather(1, c).reshape(-1)
+                    l_sem = loss_kmeans(q, ya, vbf, yb, cfg.clusters, cfg.tau_sem)
+                elif cfg.uses_prototypes:  # §4.6, §4.7
+                    C = self.prototypes
+                    # flat index of (n, c(n,i))
+                    rows = (torch.arange(n, device=dev).unsqueeze(1) * p + c).reshape(-1)
+                    sa = q @ C.t()
+                    sb = vb.reshape(n * p, d) @ C.t()
                     with torch.no_grad():
-                        qa = sinkhorn(sa.detach(), cfg.sinkhorn_eps, cfg.sinkhorn_iters)
-                    t1 = -(qb[rows] * F.log_softmax(sa / cfg.tau_pm, dim=1)).sum(1)
-                    t2 = -(qa * F.log_softmax(sb[rows] / cfg.tau_pm, dim=1)).sum(1)
-                    l_sem = (t1 + t2).mean()
-                else:
-                    codes = qb[rows].view(n, p, -1)
-                    logq = cfg.sinkhorn_eps * torch.log(codes)  # gap units: eps * log q ~ scores
-                    t = choices.resolve("ce.target", logq, first_argmax(codes))
-                    l_sem = F.cross_entropy(sa / cfg.tau_pm, t.reshape(-1))
-        total = cfg.lambda_ins * l_ins + cfg.lambda_pix * l_pix + cfg.lambda_sem * l_sem
+                        qb = sinkhorn(sb.detach(), cfg.sinkhorn_eps, cfg.sinkhorn_iters)
+                    if cfg.method == "dsc-pm":
+                        with torch.no_grad():
+                            qa = sinkhorn(sa.detach(), cfg.sinkhorn_eps, cfg.sinkhorn_iters)
+                        t1 = -(qb[rows] * F.log_softmax(sa / cfg.tau_pm, dim=1)).sum(1)
+                        t2 = -(qa * F.log_softmax(sb[rows] / cfg.tau_pm, dim=1)).sum(1)
+                        l_sem = (t1 + t2).mean()
+                    else:
+                        codes = qb[rows].view(n, p, -1)
+                        logq = cfg.sinkhorn_eps * torch.log(codes)  # gap units: eps * log q ~ scores
+                        t = choices.resolve("ce.target", logq, first_argmax(codes))
+                        l_sem = F.cross_entropy(sa / cfg.tau_pm, t.reshape(-1))
+            total = cfg.lambda_ins * l_ins + cfg.lambda_pix * l_pix + cfg.lambda_sem * l_sem
         params = self.params()
         for p_ in params.values():
             p_.grad = None
@@ -665,7 +706,7 @@ class ReluProbe:
                 return None
             x = inp[0].flatten()
             sel = torch.zeros_like(x)
-            sel[torch.tensor(idx)] = 1.0
+            sel[torch.tensor(idx, device=x.device)] = 1.0
             on = (x > 0).to(x.dtype)
             # where x > 0 the output becomes 0 (x - x); where x < 0 it becomes x (tiny) with gradient 1
             return (out.flatten() + sel * (1 - 2 * on) * x).view_as(out)
