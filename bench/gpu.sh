@@ -6,7 +6,7 @@
 #   3. the densecl and dsc-pm steps of ResNet-50 at 224x224, batch 64/128/256, bf16, timed in dsc
 #      (`dsc bench step`) and in PyTorch (bench/torch_step.py: channels_last, bf16 autocast, the
 #      same step), then a table of img/s, the ratio, GPU memory and model FLOP utilization.
-# Environment: BATCHES ("64 128 256"), METHODS ("densecl dsc-pm"), WARMUP (3), STEPS (10),
+# Environment: BATCHES ("64 128 256"), TORCH_BATCHES (the PyTorch side's, default BATCHES), METHODS ("densecl dsc-pm"), WARMUP (3), STEPS (10),
 # TESTS (1: run step 2), OUT_DIR (bench/out: JSON and logs), PYTHON (python3: the one with torch
 # and CUDA). Fits in about 8 minutes on an H100.
 set -u
@@ -15,6 +15,7 @@ out=${OUT_DIR:-bench/out}
 mkdir -p "$out"
 py=${PYTHON:-python3}
 batches=${BATCHES:-"64 128 256"}
+torch_batches=${TORCH_BATCHES:-$batches}
 methods=${METHODS:-"densecl dsc-pm"}
 warmup=${WARMUP:-3}
 steps=${STEPS:-10}
@@ -34,6 +35,7 @@ for m in $methods; do
     bin/dsc bench step method="$m" run.device=cuda run.precision=bf16 --arch resnet50 --size 224 \
       --batch "$b" --warmup "$warmup" --steps "$steps" --json > "$out/dsc-$m-$b.json" 2> "$out/dsc-$m-$b.err" ||
       { echo "dsc $m b$b failed: $(tail -c 400 "$out/dsc-$m-$b.err")"; rc=1; }
+    case " $torch_batches " in *" $b "*) ;; *) continue ;; esac
     $py bench/torch_step.py --device cuda --precision bf16 --method "$m" --arch resnet50 --size 224 \
       --batch "$b" --warmup "$warmup" --steps "$steps" > "$out/torch-$m-$b.json" 2> "$out/torch-$m-$b.err" ||
       { echo "torch $m b$b failed: $(tail -c 400 "$out/torch-$m-$b.err")"; rc=1; }

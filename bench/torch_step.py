@@ -23,7 +23,8 @@ torch.cuda.synchronize() before and after each timed step); --precision bf16 run
 and the losses under torch.autocast(dtype=torch.bfloat16) on either device (logits enter log-sum-exp
 and softmax in float32; master weights, SGD, EMA and queues stay float32). The JSON gains "device",
 "precision", "gpu" (the GPU's name, null on cpu) and "peak_gpu_mb" (torch.cuda.max_memory_allocated
-over the timed steps in MiB, null on cpu). On cuda, cudnn.benchmark is on (autotuned in the warm-up)
+over the timed steps in MiB, null on cpu) and, on cuda, "gpu_used_mb" (total - free after the timed
+steps: the driver's view, the same measure as `dsc bench step`'s). On cuda, cudnn.benchmark is on (autotuned in the warm-up)
 and fp32 keeps PyTorch's default TF32 settings (cuDNN convolutions may use TF32, matmuls do not).
 Issue #6's comparison, e.g.:
 
@@ -171,6 +172,11 @@ def report(a, times, method=None):
     out["precision"] = a.precision
     out["gpu"] = torch.cuda.get_device_name() if cuda else None
     out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None
+    # The driver's view (total - free: allocations, the caching allocator's reserve, library
+    # workspaces, the context), the same measure `dsc bench step` reports as gpu_used_mb.
+    if cuda:
+        free_b, total_b = torch.cuda.mem_get_info()
+        out["gpu_used_mb"] = round((total_b - free_b) / 2**20, 1)
     print(json.dumps(out))
 
 

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end checks of `dsc pretrain run.device=cuda` (issue #6), run by `make test-gpu`:
+#  - one whole fp32 GPU step of every method against the float64 PyTorch reference (step dumps
+#    checked by tools/reference/check_step.py, as tests/cli/test_pretrain.sh does for the CPU);
 #  - a short pretraining on Fashion-MNIST (ResNet-18 small stem, 32x32, batch 64, bf16 by default
 #    on the GPU) whose loss falls: the mean of the last 10 logged losses is below the first 10's;
 #  - the resolved configuration says run.precision = bf16;
@@ -19,22 +21,44 @@ if [ $? -ne 0 ]; then
   # Only a missing GPU or a build without CUDA is a skip; any other failure is a failure.
   if echo "$probe" | grep -qE "no usable CUDA device|no CUDA device|built without the CUDA backend"; then
     echo "skip: every GPU pretraining check ($(echo "$probe" | tail -n 1))"
-    echo "#summary 0 passed, 0 failed, 4 skipped"
+    echo "#summary 0 passed, 0 failed, 11 skipped"
     exit 0
   fi
   bad "the GPU step runs at all: $(echo "$probe" | tail -c 800)"
   finish
 fi
 
+# ---- one whole GPU step (fp32) of every method against the float64 PyTorch reference ----
+# The same check as tests/cli/test_pretrain.sh makes of the CPU (tools/reference/check_step.py).
+py=${PYTHON:-python3}
+tiny="data.path=$data data.format=idx model.arch=resnet18 model.stem=small data.size=16 data.batch=4
+      method.bn_groups=2 method.queue=8 model.dim=16 method.clusters=3 method.prototypes=5
+      run.device=cuda run.precision=fp32 run.log_every=1"
+for m in moco-v2 densecl dsc-nei dsc-tri dsc-ce dsc-km dsc-pm; do
+  extra=""
+  [ $m = dsc-pm ] && extra="method.freeze_prototypes_steps=1"
+  [ $m = dsc-ce ] && extra="method.freeze_prototypes_steps=3"
+  rm -rf "$tmp/srun" "$tmp/dump"
+  # shellcheck disable=SC2086
+  if "$dsc" pretrain $tiny method=$m optim.steps=6 optim.warmup_steps=1 method.momentum=0.9 \
+      run.out="$tmp/srun" run.dump_step="$tmp/dump" run.dump_at=2 $extra > "$tmp/out" 2>&1 &&
+     $py "$root/tools/reference/check_step.py" "$tmp/dump/step.safetensors" --quiet > "$tmp/check" 2>&1; then
+    ok "GPU step of $m matches the PyTorch reference ($(tail -n 1 "$tmp/check")$(grep -o 'ReLU sign search.*' "$tmp/check" | sed 's/^/; /'))"
+  else
+    bad "GPU step of $m: $(tail -c 600 "$tmp/out") $(grep -v ' ok$' "$tmp/check" 2>/dev/null | tail -n 12)"
+  fi
+done
+
 common="data.path=$data data.format=idx model.arch=resnet18 model.stem=small data.size=32
-        data.batch=64 method.bn_groups=4 method.queue=4096 run.device=cuda run.log_every=1"
+        data.batch=64 method.bn_groups=4 method.queue=256 run.device=cuda run.log_every=1"
 "$dsc" pretrain method=dsc-km $common optim.steps=60 run.out="$tmp/run" > "$tmp/log" 2>&1
 rc=$?
 if [ $rc -eq 0 ] && /usr/bin/env python3 - "$tmp/run/metrics.jsonl" <<'PY'
 import json, sys
 L = [json.loads(l)["loss"] for l in open(sys.argv[1])]
-first, last = sum(L[:10]) / 10, sum(L[-10:]) / 10
-print(f"  loss: first 10 steps {first:.4f}, last 10 steps {last:.4f} ({len(L)} steps)")
+# Steps 10-19 (the queue of 256 keys is full of real keys from step 4 on) against the last 10.
+first, last = sum(L[10:20]) / 10, sum(L[-10:]) / 10
+print(f"  loss: steps 10-19 {first:.4f}, last 10 steps {last:.4f} ({len(L)} steps)")
 sys.exit(0 if last < first else 1)
 PY
 then ok "a short GPU pretraining (dsc-km, bf16) lowers the loss"
