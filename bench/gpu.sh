@@ -8,7 +8,7 @@
 #      same step), then a table of img/s, the ratio, GPU memory and model FLOP utilization.
 # Environment: BATCHES ("64 128 256"), TORCH_BATCHES (the PyTorch side's, default BATCHES), METHODS ("densecl dsc-pm"), WARMUP (3), STEPS (10),
 # TESTS (1: run step 2), OUT_DIR (bench/out: JSON and logs), PYTHON (python3: the one with torch
-# and CUDA). Fits in about 8 minutes on an H100.
+# and CUDA). Measured: tests and all twelve timings took under 4 minutes on an H200.
 set -u
 cd "$(dirname "$0")/.."
 out=${OUT_DIR:-bench/out}
