@@ -97,6 +97,10 @@ void dsc_loss_triplet(int64_t rows, int d, int k, const float *q, const float *p
  * Error if rows < K. */
 dsc_status *dsc_kmeans_init(int64_t rows, int d, int k, const float *v, uint64_t seed,
                             uint64_t step, float *centroids);
+/* The rows that initialization picks, chosen[t] for t < k (the rule above; it depends only on
+ * rows, k, seed and step, so a device backend computes it on the host and copies the rows). */
+dsc_status *dsc_kmeans_init_rows(int64_t rows, int k, uint64_t seed, uint64_t step,
+                                 int64_t *chosen);
 /* `iters` spherical k-means iterations on v (rows, d) from centroids (k, d), in place:
  * assign argmax_k M_k . v (ties: smallest k), then M_k = norm(mean of assigned rows); an
  * empty cluster keeps its centroid. labels (rows) = the assignments of the last iteration

@@ -26,11 +26,9 @@
 
 #define KM_NORM_EPS 1e-12
 
-dsc_status *dsc_kmeans_init(int64_t rows, int d, int k, const float *v, uint64_t seed,
-                            uint64_t step, float *centroids) {
-  if (k < 1 || d < 1)
-    return dsc_errorf("k-means initialization: need clusters >= 1 and dimension >= 1, got %d clusters, d %d",
-                      k, d);
+dsc_status *dsc_kmeans_init_rows(int64_t rows, int k, uint64_t seed, uint64_t step,
+                                 int64_t *chosen) {
+  if (k < 1) return dsc_errorf("k-means initialization: need clusters >= 1, got %d", k);
   if (rows < k)
     return dsc_errorf("k-means initialization: %d clusters need at least %d pixels, the batch has %" PRId64
                       " (lower method.clusters or enlarge the batch)",
@@ -46,10 +44,24 @@ dsc_status *dsc_kmeans_init(int64_t rows, int d, int k, const float *v, uint64_t
     int64_t tmp = perm[t];
     perm[t] = perm[j];
     perm[j] = tmp;
-    memcpy(centroids + (size_t)t * d, v + (size_t)perm[t] * d, (size_t)d * sizeof *centroids);
+    chosen[t] = perm[t];
   }
   free(perm);
   return NULL;
+}
+
+dsc_status *dsc_kmeans_init(int64_t rows, int d, int k, const float *v, uint64_t seed,
+                            uint64_t step, float *centroids) {
+  if (k < 1 || d < 1)
+    return dsc_errorf("k-means initialization: need clusters >= 1 and dimension >= 1, got %d clusters, d %d",
+                      k, d);
+  int64_t *chosen = malloc((size_t)k * sizeof *chosen);
+  if (!chosen) return dsc_errorf("k-means initialization: out of memory");
+  dsc_status *st = dsc_kmeans_init_rows(rows, k, seed, step, chosen);
+  for (int t = 0; !st && t < k; t++)
+    memcpy(centroids + (size_t)t * d, v + (size_t)chosen[t] * d, (size_t)d * sizeof *centroids);
+  free(chosen);
+  return st;
 }
 
 /* labels[r] = argmax_c centroids_c . v_r over rows [0, rows), ties to the smallest c. */

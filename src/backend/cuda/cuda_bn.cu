@@ -55,10 +55,7 @@
 #include <stdint.h>
 
 #include "backend/cuda/cuda_internal.h"
-/* backend_check.h has no C++ guards of its own; its functions are compiled as C. */
-extern "C" {
 #include "backend/backend_check.h"
-}
 
 #define BN_TX 32               /* channels per block (threadIdx.x) */
 #define BN_TY 8                /* row lanes per block (threadIdx.y) */

@@ -34,10 +34,9 @@
  * workspace comes from CUDA_SLOT_CONV_WS. The cache is a linked list searched linearly (a
  * ResNet has a few dozen shapes).
  *
- * Bias add and bias gradient are our own kernels. The bias gradient is a deterministic two-stage
- * column sum of dy in double (fixed order: per block, 8 strided row lanes, then lanes in order,
- * then chunks in order), like the reference's double sum up to the association of double adds.
- * Its partial sums live in CUDA_SLOT_CONV_WS, which is queued before the cuDNN call that reuses
+ * Bias add is our own kernel; the bias gradient is cuda_colsum_add (cuda_dense.cu), a deterministic
+ * two-stage column sum of dy in double, like the reference's double sum up to the association of
+ * double adds. Its partial sums live in CUDA_SLOT_CONV_WS, which is queued before the cuDNN call that reuses
  * the slot. Where rounding differs from ref_conv.c: cuDNN sums in fp32 (in an order of its own)
  * where the reference sums in double, and the bias is added to the rounded fp32 convolution. */
 #include <stddef.h>
@@ -50,10 +49,6 @@
 #define CONV_THREADS 256
 #define CONV_ALIGN 256 /* byte alignment of the second region of a scratch slot */
 #define CONV_MAX_ALGOS 32
-#define CONV_COLSUM_TX 32
-#define CONV_COLSUM_TY 8
-#define CONV_COLSUM_MIN_ROWS 64
-#define CONV_COLSUM_MAX_CHUNKS 256
 
 typedef enum conv_dir { CONV_FWD = 0, CONV_BWD_DATA = 1, CONV_BWD_FILTER = 2 } conv_dir;
 
@@ -154,41 +149,6 @@ static __global__ void conv_bias_add(float *y, const float *b, int64_t rows, int
     y[i] += b[i % c];
 }
 
-/* Stage 1 of the column sum of x (rows, cols): block (bx, by) sums rows
- * [by*chunk_rows, min(rows, (by+1)*chunk_rows)) of columns [bx*32, bx*32+32). Thread (tx, ty)
- * adds rows ty, ty+8, ... of the chunk in increasing order in double; thread (tx, 0) then adds
- * the 8 lane sums of its column in ty order and writes partial[by*cols + col]. Every thread
- * reaches the __syncthreads (no early return). */
-static __global__ void conv_colsum_partial(const float *x, int64_t rows, int cols,
-                                           int64_t chunk_rows, double *partial) {
-  __shared__ double sh[CONV_COLSUM_TY][CONV_COLSUM_TX];
-  const int tx = threadIdx.x, ty = threadIdx.y;
-  const int64_t col = (int64_t)blockIdx.x * CONV_COLSUM_TX + tx;
-  const int64_t r0 = (int64_t)blockIdx.y * chunk_rows;
-  const int64_t r1 = r0 + chunk_rows < rows ? r0 + chunk_rows : rows;
-  double acc = 0.0;
-  if (col < cols)
-    for (int64_t r = r0 + ty; r < r1; r += CONV_COLSUM_TY) acc += (double)x[r * cols + col];
-  sh[ty][tx] = acc;
-  __syncthreads();
-  if (ty == 0 && col < cols) {
-    double s = 0.0;
-    for (int k = 0; k < CONV_COLSUM_TY; k++) s += sh[k][tx];
-    partial[(int64_t)blockIdx.y * cols + col] = s;
-  }
-}
-
-/* Stage 2: out[j] += sum over chunks (in chunk order) of partial[chunk*cols + j]. */
-static __global__ void conv_colsum_finish(const double *partial, int chunks, int cols,
-                                          float *out) {
-  for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < cols;
-       j += (int64_t)gridDim.x * blockDim.x) {
-    double s = 0.0;
-    for (int k = 0; k < chunks; k++) s += partial[(int64_t)k * cols + j];
-    out[j] = (float)((double)out[j] + s);
-  }
-}
-
 /* ---- host helpers ---- */
 
 static size_t conv_round_up(size_t bytes) {
@@ -254,7 +214,18 @@ static dsc_status *conv_no_algo(const conv_entry *e, int returned, const int *al
                     conv_dir_name[e->dir], e->bf16 ? "" : ", not tensor-op", returned, list);
 }
 
-/* Runs cudnnFind for e's direction and stores the chosen algorithm, its math type on the
+/* The three directions' perf structs have the same fields: copy them into the common arrays. */
+#define CONV_COPY_PERF(perf)                   \
+  for (int i = 0; i < returned; i++) {         \
+    algo[i] = (int)(perf)[i].algo;             \
+    status[i] = (perf)[i].status;              \
+    det[i] = (perf)[i].determinism;            \
+    math[i] = (perf)[i].mathType;              \
+    time[i] = (perf)[i].time;                  \
+    memory[i] = (perf)[i].memory;              \
+  }
+
+/* Chooses the algorithm of e's direction (heuristics or cudnnFind) and stores it, its math type on the
  * convolution descriptor, and its workspace size. */
 static dsc_status *conv_find(cuda_impl *impl, conv_entry *e) {
   int algo[CONV_MAX_ALGOS];
@@ -284,14 +255,7 @@ static dsc_status *conv_find(cuda_impl *impl, conv_entry *e) {
       CUDNN_TRY(cudnnGetConvolutionForwardAlgorithm_v7(impl->cudnn, e->x_desc, e->w_desc,
                                                    e->conv_desc, e->y_desc, max_count, &returned,
                                                    perf));
-    for (int i = 0; i < returned; i++) {
-      algo[i] = (int)perf[i].algo;
-      status[i] = perf[i].status;
-      det[i] = perf[i].determinism;
-      math[i] = perf[i].mathType;
-      time[i] = perf[i].time;
-      memory[i] = perf[i].memory;
-    }
+    CONV_COPY_PERF(perf);
   } else if (e->dir == CONV_BWD_DATA) {
     cudnnConvolutionBwdDataAlgoPerf_t perf[CONV_MAX_ALGOS];
     CUDNN_TRY(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(impl->cudnn, &max_count));
@@ -305,14 +269,7 @@ static dsc_status *conv_find(cuda_impl *impl, conv_entry *e) {
       CUDNN_TRY(cudnnGetConvolutionBackwardDataAlgorithm_v7(impl->cudnn, e->w_desc, e->y_desc,
                                                         e->conv_desc, e->x_desc, max_count,
                                                         &returned, perf));
-    for (int i = 0; i < returned; i++) {
-      algo[i] = (int)perf[i].algo;
-      status[i] = perf[i].status;
-      det[i] = perf[i].determinism;
-      math[i] = perf[i].mathType;
-      time[i] = perf[i].time;
-      memory[i] = perf[i].memory;
-    }
+    CONV_COPY_PERF(perf);
   } else {
     cudnnConvolutionBwdFilterAlgoPerf_t perf[CONV_MAX_ALGOS];
     CUDNN_TRY(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(impl->cudnn, &max_count));
@@ -326,14 +283,7 @@ static dsc_status *conv_find(cuda_impl *impl, conv_entry *e) {
       CUDNN_TRY(cudnnGetConvolutionBackwardFilterAlgorithm_v7(impl->cudnn, e->x_desc, e->y_desc,
                                                           e->conv_desc, e->w_desc, max_count,
                                                           &returned, perf));
-    for (int i = 0; i < returned; i++) {
-      algo[i] = (int)perf[i].algo;
-      status[i] = perf[i].status;
-      det[i] = perf[i].determinism;
-      math[i] = perf[i].mathType;
-      time[i] = perf[i].time;
-      memory[i] = perf[i].memory;
-    }
+    CONV_COPY_PERF(perf);
   }
   if (returned < 0) returned = 0;
   if (returned > max_count) returned = max_count;
@@ -453,25 +403,6 @@ static dsc_status *conv_to_bf16(cuda_impl *impl, cuda_slot slot, const float *sr
   return cuda_to_bf16(impl, *out, src, count);
 }
 
-/* out[j] += sum over rows of x[r*cols + j], partial sums in CUDA_SLOT_CONV_WS. */
-static dsc_status *conv_colsum_add(cuda_impl *impl, const float *x, int64_t rows, int cols,
-                                   float *out) {
-  int64_t chunk_rows = (rows + CONV_COLSUM_MAX_CHUNKS - 1) / CONV_COLSUM_MAX_CHUNKS;
-  if (chunk_rows < CONV_COLSUM_MIN_ROWS) chunk_rows = CONV_COLSUM_MIN_ROWS;
-  const int chunks = (int)((rows + chunk_rows - 1) / chunk_rows); /* 1..256 */
-  double *partial = NULL;
-  DSC_TRY(cuda_scratch(impl, CUDA_SLOT_CONV_WS, (size_t)chunks * (size_t)cols * sizeof(double),
-                       (void **)&partial));
-  const dim3 block(CONV_COLSUM_TX, CONV_COLSUM_TY);
-  const dim3 grid((unsigned)((cols + CONV_COLSUM_TX - 1) / CONV_COLSUM_TX), (unsigned)chunks);
-  conv_colsum_partial<<<grid, block, 0, impl->stream>>>(x, rows, cols, chunk_rows, partial);
-  CUDA_LAUNCH_CHECK();
-  conv_colsum_finish<<<cuda_blocks((size_t)cols, CONV_THREADS), CONV_THREADS, 0, impl->stream>>>(
-      partial, chunks, cols, out);
-  CUDA_LAUNCH_CHECK();
-  return NULL;
-}
-
 /* ---- ops ---- */
 
 /* y = conv(x, w) + b (backend.h). */
@@ -525,7 +456,7 @@ dsc_status *cuda_conv2d_backward(dsc_backend *be, const dsc_conv_shape *s, float
   const float one = 1.0f, zero = 0.0f;
 
   /* db first: its partial sums use the workspace slot before cuDNN does. */
-  if (db) DSC_TRY(conv_colsum_add(impl, dy, y_rows, s->c_out, db));
+  if (db) DSC_TRY(cuda_colsum_add(impl, CUDA_SLOT_CONV_WS, dy, y_rows, s->c_out, db));
   if (!dx && !dw) return NULL;
 
   /* The weight slot's two regions: the KRSC copy of w (dx only) and the KRSC gradient. */

@@ -84,14 +84,13 @@ static __global__ void dense_colsum_finish(const double *partial, int chunks, in
   }
 }
 
-/* out[j] += sum_r x[r*cols + j] (rows >= 1, cols >= 1), partial sums in CUDA_SLOT_DENSE. */
-static dsc_status *dense_colsum_add(cuda_impl *impl, const float *x, int64_t rows, int cols,
-                                    float *out) {
+dsc_status *cuda_colsum_add(cuda_impl *impl, cuda_slot slot, const float *x, int64_t rows,
+                            int cols, float *out) {
   int64_t chunk_rows = (rows + DENSE_COLSUM_MAX_CHUNKS - 1) / DENSE_COLSUM_MAX_CHUNKS;
   if (chunk_rows < DENSE_COLSUM_MIN_ROWS) chunk_rows = DENSE_COLSUM_MIN_ROWS;
   const int chunks = (int)((rows + chunk_rows - 1) / chunk_rows); /* 1..256 */
   double *partial = NULL;
-  DSC_TRY(cuda_scratch(impl, CUDA_SLOT_DENSE, (size_t)chunks * (size_t)cols * sizeof(double),
+  DSC_TRY(cuda_scratch(impl, slot, (size_t)chunks * (size_t)cols * sizeof(double),
                        (void **)&partial));
   const dim3 block(DENSE_COLSUM_TX, DENSE_COLSUM_TY);
   const dim3 grid((unsigned)((cols + DENSE_COLSUM_TX - 1) / DENSE_COLSUM_TX), (unsigned)chunks);
@@ -134,7 +133,7 @@ dsc_status *cuda_linear_backward(dsc_backend *be, int n, int in, int out, float 
   cuda_impl *impl = cuda_impl_of(be);
   if (dx) DSC_TRY(dense_sgemm(impl, 0, 0, n, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in));
   if (dw) DSC_TRY(dense_sgemm(impl, 1, 0, out, in, n, 1.0f, dy, out, x, in, 1.0f, dw, in));
-  if (db) DSC_TRY(dense_colsum_add(impl, dy, (int64_t)n, out, db));
+  if (db) DSC_TRY(cuda_colsum_add(impl, CUDA_SLOT_DENSE, dy, (int64_t)n, out, db));
   return NULL;
 }
 

@@ -25,10 +25,7 @@
 #include <stdint.h>
 
 #include "backend/cuda/cuda_internal.h"
-/* backend_check.h has no C++ guards of its own; its functions are compiled as C. */
-extern "C" {
 #include "backend/backend_check.h"
-}
 
 #define EW_THREADS 256u
 

@@ -166,6 +166,10 @@ dsc_status *cuda_linear_backward(dsc_backend *be, int n, int in, int out, float 
 dsc_status *cuda_gemm(dsc_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha,
                       const float *a, int lda, const float *b, int ldb, float beta, float *c,
                       int ldc);
+/* out[j] += sum_r x[r*cols + j] (rows, cols >= 1): a deterministic two-stage column sum in double
+ * (fixed order), partial sums in `slot`. The bias gradients of linear layers and convolutions. */
+dsc_status *cuda_colsum_add(cuda_impl *impl, cuda_slot slot, const float *x, int64_t rows,
+                            int cols, float *out);
 /* gemm with `batch` matrices at strides sa, sb, sc floats (cublasSgemmStridedBatched,
  * row-major like cuda_gemm). */
 dsc_status *cuda_gemm_batched(dsc_backend *be, int trans_a, int trans_b, int m, int n, int k,

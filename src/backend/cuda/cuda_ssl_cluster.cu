@@ -38,7 +38,6 @@
 #include <string.h>
 
 #include "backend/cuda/cuda_internal.h"
-#include "dsc/rng.h"
 
 /* Block size of every kernel here (a power of two: the block trees rely on it). */
 #define CL_THREADS 256
@@ -681,25 +680,16 @@ dsc_status *cuda_ssl_kmeans_init(dsc_backend *be, int64_t rows, int d, int k, co
   if (k < 1 || d < 1)
     return dsc_errorf("k-means initialization: need clusters >= 1 and dimension >= 1, got %d clusters, d %d",
                       k, d);
-  if (rows < k)
-    return dsc_errorf("k-means initialization: %d clusters need at least %d pixels, the batch has %" PRId64
-                      " (lower method.clusters or enlarge the batch)",
-                      k, k, rows);
   if (!v || !centroids)
     return dsc_errorf("k-means initialization: v and centroids must not be NULL");
   cuda_impl *impl = cuda_impl_of(be);
-  int64_t *perm = (int64_t *)malloc((size_t)rows * sizeof *perm);
-  if (!perm) return dsc_errorf("k-means initialization: out of memory for %" PRId64 " pixels", rows);
-  for (int64_t i = 0; i < rows; i++) perm[i] = i;
-  /* Partial Fisher-Yates exactly as dsc_kmeans_init: position t receives a uniform pick among
-   * the rows not yet taken; perm[0 .. k) are the chosen rows. */
-  for (int t = 0; t < k; t++) {
-    double u = dsc_rng_uniform(seed, DSC_RNG_KMEANS, (uint32_t)step, (uint32_t)t, 0);
-    int64_t j = t + (int64_t)floor(u * (double)(rows - t));
-    if (j >= rows) j = rows - 1;
-    int64_t tmp = perm[t];
-    perm[t] = perm[j];
-    perm[j] = tmp;
+  int64_t *perm = (int64_t *)malloc((size_t)k * sizeof *perm);
+  if (!perm) return dsc_errorf("k-means initialization: out of memory");
+  /* The host rule of dsc_kmeans_init: perm[0 .. k) are the chosen rows. */
+  dsc_status *rows_st = dsc_kmeans_init_rows(rows, k, seed, step, perm);
+  if (rows_st) {
+    free(perm);
+    return rows_st;
   }
   void *buf = NULL;
   dsc_status *st = cuda_scratch(impl, CUDA_SLOT_CLUSTER_A, (size_t)k * sizeof(int64_t), &buf);
