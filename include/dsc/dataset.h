@@ -17,7 +17,8 @@
  *                or "t10k" ("val" and "test" mean "t10k"). Grey images become RGB (v, v, v).
  *                The whole file is read into memory at open.
  *   seg          PASCAL VOC layout: ImageSets/Segmentation/<split>.txt lists ids; the image is
- *                JPEGImages/<id>.jpg, its label map SegmentationClass/<id>.png, a palette or
+ *                JPEGImages/<id>.jpg, <id>.jpeg or <id>.png (the first that exists, in that
+ *                order; .jpg when none does), its label map SegmentationClass/<id>.png, a palette or
  *                8-bit grey PNG whose samples are class indices (read raw, never through the
  *                palette's colours); 255 = ignore. Label maps must be the image's size.
  * Every entry whose extension says image is indexed even if it may prove unreadable (a

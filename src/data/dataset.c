@@ -306,6 +306,23 @@ static dsc_status *ds_index_imagefolder(dsc_dataset *ds) {
 
 /* ---- seg ---- */
 
+/* The image of seg id `id`: JPEGImages/<id>.jpg, .jpeg or .png, the first whose directory entry
+ * exists (lstat: a dangling link counts, and fails later at decode naming itself), in that
+ * order; the .jpg path when none exists, so the decode error names the file VOC expects. */
+static char *ds_seg_image_path(const char *root, const char *id) {
+  static const char *const exts[] = {"jpg", "jpeg", "png"};
+  char rel[1200];
+  for (int e = 0; e < 3; e++) {
+    snprintf(rel, sizeof rel, "JPEGImages/%s.%s", id, exts[e]);
+    char *p = ds_join(root, rel);
+    struct stat sb;
+    if (!p || lstat(p, &sb) == 0) return p;
+    free(p);
+  }
+  snprintf(rel, sizeof rel, "JPEGImages/%s.jpg", id);
+  return ds_join(root, rel);
+}
+
 static dsc_status *ds_index_seg(dsc_dataset *ds, const char *split) {
   char rel[512];
   snprintf(rel, sizeof rel, "ImageSets/Segmentation/%s.txt", split);
@@ -330,10 +347,9 @@ static dsc_status *ds_index_seg(dsc_dataset *ds, const char *split) {
       st = dsc_errorf("%s: id \"%s\" contains '/'", list, s);
       break;
     }
-    char img_rel[1200], lab_rel[1200];
-    snprintf(img_rel, sizeof img_rel, "JPEGImages/%s.jpg", s);
+    char lab_rel[1200];
     snprintf(lab_rel, sizeof lab_rel, "SegmentationClass/%s.png", s);
-    char *img = ds_join(ds->root, img_rel), *lab = ds_join(ds->root, lab_rel);
+    char *img = ds_seg_image_path(ds->root, s), *lab = ds_join(ds->root, lab_rel);
     if (!img || !lab) {
       free(img);
       free(lab);
