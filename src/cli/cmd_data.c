@@ -1,4 +1,4 @@
-/* cmd_data.c: `dsc data check DIR` — indexes a dataset as training would and decodes every
+/* cmd_data.c: `dsc data check DIR` (and the dispatch of `dsc data scenes`, cmd_scenes.c) — indexes a dataset as training would and decodes every
  * image (and, for seg, its label map), listing each problem file with its reason.
  *
  * Output: one line per problem on stdout, "PATH: REASON" (problems met while indexing, such as
@@ -13,10 +13,13 @@
 #include <string.h>
 
 #include "cli/args.h"
+#include "cli/cmd_scenes.h"
 #include "cli/commands.h"
 #include "dsc/dataset.h"
 
 int cmd_data(int argc, char **argv) {
+  /* `dsc data scenes ...` has options of its own (src/cli/cmd_scenes.c). */
+  if (argc >= 1 && strcmp(argv[0], "scenes") == 0) return cmd_data_scenes(argc - 1, argv + 1);
   cli_option opts[] = {
       {"format", 1, "folder", "folder, imagefolder, idx or seg", NULL},
       {"split", 1, "train", "seg: train or val; idx: train or t10k", NULL},
@@ -25,14 +28,14 @@ int cmd_data(int argc, char **argv) {
   cli_args a = {.command = "data", .opts = opts, .n_opts = sizeof opts / sizeof opts[0]};
   if (cli_report(cli_parse(&a, argc, argv))) return 2;
   if (a.help || a.n_positional == 0) {
-    cli_print_help(&a, "dsc data check DIR [options]",
+    cli_print_help(&a, "dsc data check DIR [options]   (and: dsc data scenes --help)",
                    "Decodes every image of a dataset and lists each problem file with its reason.\n"
                    "Exit status: 0 all usable, 1 problems found, 2 usage error.",
                    a.help ? stdout : stderr);
     return a.help ? 0 : 2;
   }
   if (strcmp(a.positional[0], "check") != 0) {
-    fprintf(stderr, "dsc: error: unknown data subcommand \"%s\" (available: check)\n", a.positional[0]);
+    fprintf(stderr, "dsc: error: unknown data subcommand \"%s\" (available: check, scenes)\n", a.positional[0]);
     return 2;
   }
   if (a.n_positional != 2) {

@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli/cmd_eval.h"
+#include "cli/cmd_viz.h"
 #include "cli/commands.h"
 
 int cli_report(dsc_status *st) {
@@ -22,7 +24,9 @@ static const struct {
     {"info", cmd_info, "list the tensors and metadata of a safetensors file"},
     {"embed", cmd_embed, "C2..C5 and pooled features of images for given weights"},
     {"bench", cmd_bench, "throughput of the training step or data pipeline (dsc bench step|data)"},
-    {"data", cmd_data, "check a dataset: list every unusable file with its reason"},
+    {"data", cmd_data, "check a dataset (dsc data check) or build the scene benchmark (dsc data scenes)"},
+    {"eval", cmd_eval, "frozen-backbone evaluation: k-NN, linear probe, dense probe, clustering"},
+    {"viz", cmd_viz, "pictures: loss curves, PCA and cluster maps of dense features (PNG)"},
 };
 
 static void usage(FILE *out) {
