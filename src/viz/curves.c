@@ -108,9 +108,9 @@ void dsc_viz_curves_size(int n_keys, int n_runs, int *w, int *h) {
   *h = rows * DSC_VIZ_PANEL_H + 8 + n_runs * DSC_VIZ_LEGEND_ROW;
 }
 
-/* A tick spacing of 1, 2 or 5 x 10^e, at least span / 5. */
+/* A tick spacing of 1, 2 or 5 x 10^e, at least span / 6. */
 static double nice_step(double span) {
-  double raw = span / 5, e = pow(10, floor(log10(raw))), f = raw / e;
+  double raw = span / 6, e = pow(10, floor(log10(raw))), f = raw / e;
   return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * e;
 }
 
