@@ -19,4 +19,8 @@ dsc_status *eval_gemm(dsc_backend *be, int trans_a, int trans_b, int m, int n, i
 /* Rows of x (rows, d) scaled to unit L2 norm (norm clamped at 1e-12), into y (may alias). */
 void eval_l2norm_rows(int64_t rows, int d, const float *x, float *y);
 
+/* The bilinear source taps of output coordinate out_i when resizing `in` samples to `out`
+ * (PyTorch align_corners=False, clamped at 0): value = (1 - l1) * v[i0] + l1 * v[i1]. */
+void eval_bilinear_taps(int out_i, int in, int out, int *i0, int *i1, float *l1);
+
 #endif

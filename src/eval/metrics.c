@@ -296,7 +296,7 @@ dsc_status *dsc_cluster_match(int clusters, int classes, const int64_t *conf,
 
 /* Source taps of one output coordinate (PyTorch's area_pixel_compute_source_index with
  * align_corners=False and scale = in/out, clamped at 0). */
-static void bilinear_taps(int out_i, int in, int out, int *i0, int *i1, float *l1) {
+void eval_bilinear_taps(int out_i, int in, int out, int *i0, int *i1, float *l1) {
   float scale = (float)in / (float)out;
   float src = ((float)out_i + 0.5f) * scale - 0.5f;
   if (src < 0) src = 0;
@@ -326,10 +326,10 @@ dsc_status *dsc_upsample_bilinear(int64_t n, int h, int w, int c, const float *x
     int64_t b = i / H;
     int Y = (int)(i % H), y0, y1, x0, x1;
     float ly, lx;
-    bilinear_taps(Y, h, H, &y0, &y1, &ly);
+    eval_bilinear_taps(Y, h, H, &y0, &y1, &ly);
     const float *img = x + (size_t)b * h * w * c;
     for (int X = 0; X < W; X++) {
-      bilinear_taps(X, w, W, &x0, &x1, &lx);
+      eval_bilinear_taps(X, w, W, &x0, &x1, &lx);
       float w00 = (1 - ly) * (1 - lx), w01 = (1 - ly) * lx, w10 = ly * (1 - lx), w11 = ly * lx;
       const float *p00 = img + ((size_t)y0 * w + x0) * c, *p01 = img + ((size_t)y0 * w + x1) * c;
       const float *p10 = img + ((size_t)y1 * w + x0) * c, *p11 = img + ((size_t)y1 * w + x1) * c;
@@ -352,9 +352,9 @@ dsc_status *dsc_upsample_bilinear_adjoint(int64_t n, int h, int w, int c, float 
     for (int Y = 0; Y < H; Y++) {
       int y0, y1, x0, x1;
       float ly, lx;
-      bilinear_taps(Y, h, H, &y0, &y1, &ly);
+      eval_bilinear_taps(Y, h, H, &y0, &y1, &ly);
       for (int X = 0; X < W; X++) {
-        bilinear_taps(X, w, W, &x0, &x1, &lx);
+        eval_bilinear_taps(X, w, W, &x0, &x1, &lx);
         float w00 = (1 - ly) * (1 - lx), w01 = (1 - ly) * lx, w10 = ly * (1 - lx), w11 = ly * lx;
         const float *d = dy + (((size_t)b * H + Y) * W + X) * c;
         float *g00 = g + ((size_t)y0 * w + x0) * c, *g01 = g + ((size_t)y0 * w + x1) * c;

@@ -428,12 +428,85 @@ static dsc_status *dense_set_check(const char *fn, const char *name, const dsc_d
   return NULL;
 }
 
-/* Upsampled logits (m, H, W, K) of maps [i0, i0+m) of s, through z5 (m*h5*w5, K). */
-static dsc_status *dense_logits(dsc_backend *be, const probe_clf *p, const dsc_dense_set *s,
-                                int64_t i0, int m, float *z5, float *up) {
-  size_t px5 = (size_t)s->h5 * s->w5;
-  DSC_TRY(probe_logits(be, p, (int)(m * px5), s->features + (size_t)i0 * px5 * s->c, z5));
-  return dsc_upsample_bilinear(m, s->h5, s->w5, p->K, z5, s->H, s->W, up);
+/* One label map's work at label resolution, fused so that the upsampled logits are never
+ * stored: for each label pixel, its logits are the bilinear blend (dsc_upsample_bilinear's
+ * taps) of the 4 neighboring C5 logit rows of z5 (h5*w5, K). With pred != NULL: pred = argmax
+ * (ties: smallest class). Otherwise: *loss = sum of the cross-entropies of the non-ignored
+ * pixels, *count = their number, and dz5 (h5*w5, K) = U^T (softmax - onehot), overwritten
+ * (the adjoint of the upsampling applied pixel by pixel). */
+static void dense_map(int h5, int w5, int K, const float *z5, int H, int W, const uint8_t *lab,
+                      const int *ty0, const int *ty1, const float *tly, const int *tx0,
+                      const int *tx1, const float *tlx, float *dz5, double *loss,
+                      int64_t *count, int32_t *pred) {
+  float zz[256];
+  double l = 0;
+  int64_t cnt = 0;
+  if (!pred) memset(dz5, 0, (size_t)h5 * w5 * K * sizeof *dz5);
+  for (int Y = 0; Y < H; Y++) {
+    float ly = tly[Y];
+    for (int X = 0; X < W; X++) {
+      int y = lab[(size_t)Y * W + X];
+      if (!pred && y == DSC_EVAL_IGNORE) continue;
+      float lx = tlx[X];
+      float w00 = (1 - ly) * (1 - lx), w01 = (1 - ly) * lx, w10 = ly * (1 - lx), w11 = ly * lx;
+      size_t o00 = ((size_t)ty0[Y] * w5 + tx0[X]) * K, o01 = ((size_t)ty0[Y] * w5 + tx1[X]) * K;
+      size_t o10 = ((size_t)ty1[Y] * w5 + tx0[X]) * K, o11 = ((size_t)ty1[Y] * w5 + tx1[X]) * K;
+      for (int k = 0; k < K; k++)
+        zz[k] = w00 * z5[o00 + k] + w01 * z5[o01 + k] + w10 * z5[o10 + k] + w11 * z5[o11 + k];
+      if (pred) {
+        pred[(size_t)Y * W + X] = argmax_row(zz, K);
+        continue;
+      }
+      float m = zz[0];
+      for (int k = 1; k < K; k++)
+        if (zz[k] > m) m = zz[k];
+      float s = 0, zy = zz[y] - m;
+      for (int k = 0; k < K; k++) {
+        zz[k] = expf(zz[k] - m);
+        s += zz[k];
+      }
+      l += (double)logf(s) - (double)zy;
+      float inv = 1.0f / s;
+      for (int k = 0; k < K; k++) {
+        float g = zz[k] * inv - (k == y ? 1.0f : 0.0f);
+        dz5[o00 + k] += w00 * g;
+        dz5[o01 + k] += w01 * g;
+        dz5[o10 + k] += w10 * g;
+        dz5[o11 + k] += w11 * g;
+      }
+      cnt++;
+    }
+  }
+  if (loss) *loss = l;
+  if (count) *count = cnt;
+}
+
+/* Bilinear tap tables of a set (label size from C5 size): 3 arrays of H then 3 of W. */
+typedef struct dense_taps {
+  int *y0, *y1, *x0, *x1;
+  float *ly, *lx;
+} dense_taps;
+
+static void dense_taps_free(dense_taps *t) {
+  free(t->y0);
+  free(t->y1);
+  free(t->x0);
+  free(t->x1);
+  free(t->ly);
+  free(t->lx);
+}
+
+static int dense_taps_init(dense_taps *t, const dsc_dense_set *s) {
+  t->y0 = malloc((size_t)s->H * sizeof(int));
+  t->y1 = malloc((size_t)s->H * sizeof(int));
+  t->ly = malloc((size_t)s->H * sizeof(float));
+  t->x0 = malloc((size_t)s->W * sizeof(int));
+  t->x1 = malloc((size_t)s->W * sizeof(int));
+  t->lx = malloc((size_t)s->W * sizeof(float));
+  if (!t->y0 || !t->y1 || !t->ly || !t->x0 || !t->x1 || !t->lx) return 0;
+  for (int Y = 0; Y < s->H; Y++) eval_bilinear_taps(Y, s->h5, s->H, &t->y0[Y], &t->y1[Y], &t->ly[Y]);
+  for (int X = 0; X < s->W; X++) eval_bilinear_taps(X, s->w5, s->W, &t->x0[X], &t->x1[X], &t->lx[X]);
+  return 1;
 }
 
 dsc_status *dsc_dense_probe(dsc_backend *be, const dsc_probe_config *cfg, int classes,
@@ -461,25 +534,24 @@ dsc_status *dsc_dense_probe(dsc_backend *be, const dsc_probe_config *cfg, int cl
   p.total_steps = per_epoch * cfg->epochs;
   probe_clf_fold(&p);
 
-  int bmax = bs;
-  size_t px5 = (size_t)(train->h5 * train->w5 > test->h5 * test->w5 ? train->h5 * train->w5
-                                                                    : test->h5 * test->w5);
-  size_t pxl = (size_t)(train->H * train->W > test->H * test->W ? train->H * train->W
-                                                                : test->H * test->W);
+  size_t tpx5 = (size_t)train->h5 * train->w5, tpxl = (size_t)train->H * train->W;
+  size_t spx5 = (size_t)test->h5 * test->w5, spxl = (size_t)test->H * test->W;
+  size_t px5 = tpx5 > spx5 ? tpx5 : spx5;
   int64_t *perm = malloc((size_t)train->n * sizeof *perm);
-  float *xb = malloc((size_t)bmax * px5 * c * sizeof *xb);
-  float *z5 = malloc((size_t)bmax * px5 * classes * sizeof *z5);
-  float *up = malloc((size_t)bmax * pxl * classes * sizeof *up);
-  double *img_loss = malloc((size_t)bmax * sizeof *img_loss);
-  int64_t *img_count = malloc((size_t)bmax * sizeof *img_count);
-  int32_t *pb = malloc((size_t)bmax * pxl * sizeof *pb);
+  float *xb = malloc((size_t)bs * tpx5 * c * sizeof *xb);
+  float *z5 = malloc((size_t)bs * px5 * classes * sizeof *z5);
+  float *dz5 = malloc((size_t)bs * tpx5 * classes * sizeof *dz5);
+  double *img_loss = malloc((size_t)bs * sizeof *img_loss);
+  int64_t *img_count = malloc((size_t)bs * sizeof *img_count);
+  int32_t *pb = malloc((size_t)bs * spxl * sizeof *pb);
+  dense_taps ttr = {0}, tte = {0};
   dsc_confusion cm = {0};
   dsc_status *st = NULL;
-  if (!perm || !xb || !z5 || !up || !img_loss || !img_count || !pb) {
+  if (!perm || !xb || !z5 || !dz5 || !img_loss || !img_count || !pb ||
+      !dense_taps_init(&ttr, train) || !dense_taps_init(&tte, test)) {
     st = dsc_errorf("%s: out of memory", fn);
     goto done;
   }
-  size_t tpx5 = (size_t)train->h5 * train->w5, tpxl = (size_t)train->H * train->W;
   double epoch_loss = 0;
   for (int e = 0; e < cfg->epochs; e++) {
     probe_permutation(train->n, cfg->seed, e, perm);
@@ -491,28 +563,13 @@ dsc_status *dsc_dense_probe(dsc_backend *be, const dsc_probe_config *cfg, int cl
         memcpy(xb + (size_t)r * tpx5 * c, train->features + (size_t)perm[s0 + r] * tpx5 * c,
                tpx5 * c * sizeof *xb);
       if ((st = probe_logits(be, &p, (int)(m * tpx5), xb, z5))) goto done;
-      if ((st = dsc_upsample_bilinear(m, train->h5, train->w5, classes, z5, train->H, train->W,
-                                      up)))
-        goto done;
-      /* Per-image CE sums (deterministic: each image by one thread, summed in order). */
+      /* Each map by one thread into its own dz5 rows; sums taken in order afterwards. */
 #pragma omp parallel for schedule(static)
-      for (int r = 0; r < m; r++) {
-        const uint8_t *lab = train->labels + (size_t)perm[s0 + r] * tpxl;
-        double l = 0;
-        int64_t cnt = 0;
-        for (size_t q = 0; q < tpxl; q++) {
-          float *z = up + ((size_t)r * tpxl + q) * classes;
-          if (lab[q] == DSC_EVAL_IGNORE) {
-            for (int k = 0; k < classes; k++) z[k] = 0;
-            continue;
-          }
-          l += softmax_ce_row(z, classes, lab[q]);
-          z[lab[q]] -= 1.0f;
-          cnt++;
-        }
-        img_loss[r] = l;
-        img_count[r] = cnt;
-      }
+      for (int r = 0; r < m; r++)
+        dense_map(train->h5, train->w5, classes, z5 + (size_t)r * tpx5 * classes, train->H,
+                  train->W, train->labels + (size_t)perm[s0 + r] * tpxl, ttr.y0, ttr.y1, ttr.ly,
+                  ttr.x0, ttr.x1, ttr.lx, dz5 + (size_t)r * tpx5 * classes, &img_loss[r],
+                  &img_count[r], NULL);
       int64_t cnt = 0;
       for (int r = 0; r < m; r++) {
         loss_sum += img_loss[r];
@@ -521,14 +578,9 @@ dsc_status *dsc_dense_probe(dsc_backend *be, const dsc_probe_config *cfg, int cl
       loss_count += cnt;
       if (cnt > 0) {
         float inv = 1.0f / (float)cnt;
-        size_t tot = (size_t)m * tpxl * classes;
-#pragma omp parallel for schedule(static)
-        for (size_t q = 0; q < tot; q++) up[q] *= inv;
+        for (size_t q = 0; q < (size_t)m * tpx5 * classes; q++) dz5[q] *= inv;
       }
-      if ((st = dsc_upsample_bilinear_adjoint(m, train->h5, train->w5, classes, z5, train->H,
-                                              train->W, up)))
-        goto done;
-      if ((st = probe_grad(be, &p, (int)(m * tpx5), xb, z5))) goto done;
+      if ((st = probe_grad(be, &p, (int)(m * tpx5), xb, dz5))) goto done;
       probe_clf_adam(&p, cfg);
     }
     epoch_loss = loss_count ? loss_sum / (double)loss_count : NAN;
@@ -537,12 +589,15 @@ dsc_status *dsc_dense_probe(dsc_backend *be, const dsc_probe_config *cfg, int cl
 
   /* Test predictions into the confusion. */
   if ((st = dsc_confusion_init(&cm, classes))) goto done;
-  size_t spxl = (size_t)test->H * test->W;
   for (int64_t s0 = 0; s0 < test->n; s0 += bs) {
     int m = (int)(test->n - s0 < bs ? test->n - s0 : bs);
-    if ((st = dense_logits(be, &p, test, s0, m, z5, up))) goto done;
+    if ((st = probe_logits(be, &p, (int)(m * spx5), test->features + (size_t)s0 * spx5 * c, z5)))
+      goto done;
 #pragma omp parallel for schedule(static)
-    for (size_t q = 0; q < (size_t)m * spxl; q++) pb[q] = argmax_row(up + q * classes, classes);
+    for (int r = 0; r < m; r++)
+      dense_map(test->h5, test->w5, classes, z5 + (size_t)r * spx5 * classes, test->H, test->W,
+                test->labels + (size_t)(s0 + r) * spxl, tte.y0, tte.y1, tte.ly, tte.x0, tte.x1,
+                tte.lx, NULL, NULL, NULL, pb + (size_t)r * spxl);
     const uint8_t *lab = test->labels + (size_t)s0 * spxl;
     if ((st = dsc_confusion_add(&cm, (int64_t)m * spxl, lab, pb))) goto done;
     if (test_confusion && (st = dsc_confusion_add(test_confusion, (int64_t)m * spxl, lab, pb)))
@@ -552,10 +607,12 @@ dsc_status *dsc_dense_probe(dsc_backend *be, const dsc_probe_config *cfg, int cl
   st = dsc_seg_scores_compute(&cm, &out->test);
 done:
   dsc_confusion_free(&cm);
+  dense_taps_free(&ttr);
+  dense_taps_free(&tte);
   free(perm);
   free(xb);
   free(z5);
-  free(up);
+  free(dz5);
   free(img_loss);
   free(img_count);
   free(pb);
