@@ -79,14 +79,22 @@ typedef struct eval_opts {
 } eval_opts;
 
 /* One split of one dataset, its index and its features. */
-typedef struct eval_split {
+typedef struct eval_split eval_split;
+struct eval_split {
   const char *role;   /* "labels train", "seg val", ... */
   char path[4096];
   dsc_dataset *ds;
   dsc_features f;
   int size, resize;
   int what;           /* DSC_FEATURES_* to extract; 0: unused */
-} eval_split;
+  /* imagefolder splits whose files are all images of a seg split (the same files: `dsc data
+   * scenes` hard-links labels/ to the scenes): pooled rows taken from that split's extraction. */
+  eval_split *share_from;
+  int64_t *share_rows;   /* row in share_from of each image */
+  int32_t *share_labels; /* class of each image (from its class folder) */
+  int64_t share_n;
+  int shared;            /* the pooled features were taken from share_from */
+};
 
 typedef struct eval_state {
   eval_opts o;
@@ -193,21 +201,123 @@ static dsc_status *choose_sizes(eval_state *S, eval_split *train, eval_split *va
   return NULL;
 }
 
+/* ---- sharing one extraction between an imagefolder split and a seg split ---- */
+
+typedef struct file_key {
+  uint64_t dev, ino;
+  int64_t index;
+} file_key;
+
+static int cmp_key(const void *a, const void *b) {
+  const file_key *x = a, *y = b;
+  if (x->dev != y->dev) return x->dev < y->dev ? -1 : 1;
+  if (x->ino != y->ino) return x->ino < y->ino ? -1 : 1;
+  return 0;
+}
+
+static size_t split_count(const eval_split *s, long max_images) {
+  size_t n = dsc_dataset_size(s->ds);
+  return max_images > 0 && (size_t)max_images < n ? (size_t)max_images : n;
+}
+
+/* Plans to take `cls`'s pooled features from `seg`'s extraction when every image of `cls` is
+ * (by device and inode) an image of `seg`, both at the same size, and every such image is
+ * already size x size (so the two eval transforms agree whatever their resize); labels come
+ * from each image's class folder (the first path component under the split's root). Anything
+ * else leaves `cls` to its own extraction. Only memory errors are errors. */
+static dsc_status *plan_share(eval_split *cls, eval_split *seg, long max_cls, long max_seg) {
+  if (!cls->ds || !seg->ds || !seg->what || cls->size != seg->size) return NULL;
+  const size_t nc = split_count(cls, max_cls), ns = split_count(seg, max_seg);
+  file_key *keys = malloc(ns * sizeof *keys);
+  int64_t *rows = malloc(nc * sizeof *rows);
+  int32_t *labels = malloc(nc * sizeof *labels);
+  if (!keys || !rows || !labels) {
+    free(keys), free(rows), free(labels);
+    return dsc_errorf("out of memory matching %s with %s", cls->path, seg->path);
+  }
+  int ok = 1;
+  struct stat sb;
+  for (size_t j = 0; ok && j < ns; j++) {
+    ok = stat(dsc_dataset_name(seg->ds, j), &sb) == 0;
+    keys[j] = (file_key){(uint64_t)sb.st_dev, (uint64_t)sb.st_ino, (int64_t)j};
+  }
+  if (ok) qsort(keys, ns, sizeof *keys, cmp_key);
+  const size_t root_len = strlen(cls->path);
+  const int classes = dsc_dataset_num_classes(cls->ds);
+  for (size_t i = 0; ok && i < nc; i++) {
+    const char *path = dsc_dataset_name(cls->ds, i);
+    int w = 0, h = 0;
+    dsc_status *st = dsc_dataset_probe(cls->ds, i, &w, &h, NULL);
+    ok = !st && w == cls->size && h == cls->size && stat(path, &sb) == 0;
+    dsc_status_free(st);
+    if (!ok) break;
+    file_key k = {(uint64_t)sb.st_dev, (uint64_t)sb.st_ino, 0};
+    const file_key *hit = bsearch(&k, keys, ns, sizeof *keys, cmp_key);
+    ok = hit != NULL && strncmp(path, cls->path, root_len) == 0 && path[root_len] == '/';
+    if (!ok) break;
+    rows[i] = hit->index;
+    const char *name = path + root_len + 1, *end = strchr(name, '/');
+    labels[i] = -1;
+    for (int c = 0; end && c < classes; c++) {
+      const char *cn = dsc_dataset_class_name(cls->ds, c);
+      if (strlen(cn) == (size_t)(end - name) && strncmp(cn, name, (size_t)(end - name)) == 0) labels[i] = c;
+    }
+    ok = labels[i] >= 0;
+  }
+  free(keys);
+  if (!ok) {
+    free(rows), free(labels);
+    return NULL;
+  }
+  cls->share_from = seg, cls->share_rows = rows, cls->share_labels = labels, cls->share_n = (int64_t)nc;
+  seg->what |= DSC_FEATURES_POOLED;
+  return NULL;
+}
+
+/* Fills `cls`'s pooled features from its seg split's rows. Returns 0 (nothing done) when that
+ * split skipped an image (its rows then no longer follow the dataset's indices). */
+static int take_shared(eval_split *cls) {
+  const eval_split *seg = cls->share_from;
+  if (!seg || seg->f.skipped || !seg->f.pooled) return 0;
+  const double t0 = now_seconds();
+  const int c = seg->f.c;
+  dsc_features *f = &cls->f;
+  memset(f, 0, sizeof *f);
+  f->pooled = malloc((size_t)cls->share_n * (size_t)c * sizeof(float));
+  f->labels = malloc((size_t)cls->share_n * sizeof *f->labels);
+  if (!f->pooled || !f->labels) {
+    dsc_features_free(f);
+    return 0;
+  }
+  for (int64_t i = 0; i < cls->share_n; i++)
+    memcpy(f->pooled + (size_t)i * c, seg->f.pooled + (size_t)cls->share_rows[i] * c, (size_t)c * sizeof(float));
+  memcpy(f->labels, cls->share_labels, (size_t)cls->share_n * sizeof *f->labels);
+  f->n = cls->share_n;
+  f->c = c, f->h = seg->f.h, f->w = seg->f.w;
+  f->n_classes = dsc_dataset_num_classes(cls->ds);
+  f->size = seg->f.size;
+  f->max_label = -1;
+  f->seconds = now_seconds() - t0;
+  return 1;
+}
+
 static dsc_status *extract_split(eval_state *S, eval_split *s, long max_images) {
   if (!s->what) return NULL;
+  const int shared = s->shared = take_shared(s);
   dsc_feature_config fc = {.size = s->size, .resize = s->resize, .batch = (int)S->o.batch,
                            .max_images = max_images, .strict = S->o.strict, .verbose = !S->o.quiet,
                            .what = s->role};
-  if (!S->o.quiet)
+  if (!shared && !S->o.quiet)
     fprintf(stderr, "dsc eval: %s: %zu images of %s at %dx%d...\n", s->role,
             max_images > 0 && (size_t)max_images < dsc_dataset_size(s->ds) ? (size_t)max_images
                                                                            : dsc_dataset_size(s->ds),
             s->path, s->size, s->size);
-  DSC_TRY(dsc_features_extract(&S->m, s->ds, &fc, s->what, &s->f));
+  if (!shared) DSC_TRY(dsc_features_extract(&S->m, s->ds, &fc, s->what, &s->f));
   json_t *j = json_object();
   json_object_set_new(j, "split", json_string(s->role));
   json_object_set_new(j, "path", json_string(s->path));
   json_object_set_new(j, "kind", json_string(s->what & DSC_FEATURES_DENSE ? "dense" : "pooled"));
+  if (shared) json_object_set_new(j, "shared_with", json_string(s->share_from->role));
   json_object_set_new(j, "images", json_integer(s->f.n));
   json_object_set_new(j, "skipped", json_integer(s->f.skipped));
   json_object_set_new(j, "size", json_integer(s->size));
@@ -404,10 +514,12 @@ static dsc_status *run_eval(eval_state *S, const cli_args *a) {
   json_object_set_new(S->root, "weights", weights_json(S));
   json_object_set(S->root, "features", S->features);
   json_object_set(S->root, "results", S->results);
-  DSC_TRY(extract_split(S, &S->cls_train, o->max_train));
-  DSC_TRY(extract_split(S, &S->cls_val, o->max_val));
+  DSC_TRY(plan_share(&S->cls_train, &S->seg_train, o->max_train, o->max_train));
+  DSC_TRY(plan_share(&S->cls_val, &S->seg_val, o->max_val, o->max_val));
   DSC_TRY(extract_split(S, &S->seg_train, o->max_train));
   DSC_TRY(extract_split(S, &S->seg_val, o->max_val));
+  DSC_TRY(extract_split(S, &S->cls_train, o->max_train));
+  DSC_TRY(extract_split(S, &S->cls_val, o->max_val));
   if (S->seg_val.ds) DSC_TRY(seg_classes(S));
 
   json_t *data = json_object();
@@ -439,8 +551,9 @@ static dsc_status *run_eval(eval_state *S, const cli_args *a) {
     if (!s->what) continue;
     char c5[32];
     snprintf(c5, sizeof c5, "%dx%dx%d", s->f.h, s->f.w, s->f.c);
-    printf("%-14s %-8s %8lld %6d %14s %10.2f\n", s->role, s->what & DSC_FEATURES_DENSE ? "dense" : "pooled",
-           (long long)s->f.n, s->size, c5, s->f.seconds);
+    printf("%-14s %-8s %8lld %6d %14s %10.2f%s%s\n", s->role, s->what & DSC_FEATURES_DENSE ? "dense" : "pooled",
+           (long long)s->f.n, s->size, c5, s->f.seconds, s->shared ? "  pooled from " : "",
+           s->shared ? s->share_from->role : "");
   }
   printf("\n");
   DSC_TRY(run_protocols(S));
@@ -456,6 +569,8 @@ static void eval_state_free(eval_state *S) {
   for (int i = 0; i < 4; i++) {
     dsc_features_free(&splits[i]->f);
     dsc_dataset_free(splits[i]->ds);
+    free(splits[i]->share_rows);
+    free(splits[i]->share_labels);
   }
   dsc_feature_backbone_free(&S->m);
   json_decref(S->root);

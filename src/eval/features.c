@@ -268,7 +268,7 @@ static dsc_status *extract(dsc_feature_backbone *m, const dsc_dataset *ds,
         if (!st && cfg->strict) {
           st = w->errors[i];
         } else {
-          if (!cfg->strict) fprintf(stderr, "dsc: warning: %s: skipped: %s\n", name, w->errors[i]->msg);
+          if (out->skipped < 10) fprintf(stderr, "dsc: warning: %s: skipped: %s\n", name, w->errors[i]->msg);
           dsc_status_free(w->errors[i]);
         }
         w->errors[i] = NULL;
@@ -310,6 +310,9 @@ static dsc_status *extract(dsc_feature_backbone *m, const dsc_dataset *ds,
     }
   }
   if (out->n == 0) return dsc_errorf("%s: none of its %zu images could be read", name, total);
+  if (out->skipped > 10)
+    fprintf(stderr, "dsc: warning: %s: %lld images skipped in all (the first 10 named above)\n", name,
+            (long long)out->skipped);
   return NULL;
 }
 

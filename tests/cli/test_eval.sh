@@ -4,8 +4,9 @@
 #  - every protocol (knn, linear, seg, cluster) in one invocation on a random-init ResNet-18
 #    small stem: exit 0, JSON written and parsable, every number finite and in range, per-class
 #    IoU of the right length, features extracted once per split;
-#  - the scenes layout (seg layout with labels/{train,val} imagefolders inside) found from
-#    --data alone; a VOC-like set of non-square images resized and center-cropped, with
+#  - the scenes layout (seg layout with labels/{train,val} imagefolders of hard links inside)
+#    found from --data alone, the pooled features of those links taken from the seg extraction
+#    and equal to a separate extraction's; a VOC-like set of non-square images resized and center-cropped, with
 #    --classes 21 (absent classes are null in the JSON);
 #  - a checkpoint from a 2-step `dsc pretrain` on the fixture images: provenance from its
 #    metadata; the same backbone exported under torchvision's names gives the same numbers;
@@ -23,7 +24,8 @@ if ! "$dsc" eval --help > /dev/null 2>&1; then
 fi
 
 # Fixtures: $tmp/scn (seg layout: 12 train, 6 val JPEG scenes with palette label PNGs, and
-# labels/{train,val}/<class>/ PNGs), $tmp/voc (non-square images of two sizes), $tmp/badcls
+# labels/{train,val}/<class>/ hard links to them), $tmp/cls (imagefolder splits of other
+# images, 3 classes), $tmp/voc (non-square images of two sizes), $tmp/badcls
 # (a val split whose class folders differ from train's).
 $py - "$tmp" <<'PY'
 import os, sys
@@ -71,8 +73,17 @@ def cls_set(root, names, n):
             Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(os.path.join(d, "%d.png" % i))
 
 seg_set(os.path.join(t, "scn"), [(16, 16)])
-cls_set(os.path.join(t, "scn/labels/train"), ("red", "green", "blue"), 6)
-cls_set(os.path.join(t, "scn/labels/val"), ("red", "green", "blue"), 3)
+# labels/<split>/<class>/: hard links to the scenes, class = the first square's colour (as
+# `dsc data scenes --labels` links its scenes), so dsc eval takes their pooled features from
+# the seg extraction of the same files.
+for split in ("train", "val"):
+    for idx in open(os.path.join(t, "scn/ImageSets/Segmentation", split + ".txt")).read().split():
+        k = int(idx.split("_")[1]) + (0 if split == "train" else 100)
+        d = os.path.join(t, "scn/labels", split, ("green", "blue")[k % 2])
+        os.makedirs(d, exist_ok=True)
+        os.link(os.path.join(t, "scn/JPEGImages", idx + ".jpg"), os.path.join(d, idx + ".jpg"))
+cls_set(os.path.join(t, "cls/train"), ("red", "green", "blue"), 6)
+cls_set(os.path.join(t, "cls/val"), ("red", "green", "blue"), 3)
 seg_set(os.path.join(t, "voc"), [(24, 20), (18, 26)])
 cls_set(os.path.join(t, "badcls/train"), ("red", "green", "blue"), 2)
 cls_set(os.path.join(t, "badcls/val"), ("red", "green"), 2)
@@ -121,12 +132,13 @@ PY
 # shellcheck disable=SC2086
 if "$dsc" eval all $rand --data "$tmp/scn" $common --out "$tmp/all.json" > "$tmp/all.txt" 2>&1 &&
    check_json "$tmp/all.json" knn,linear,seg,cluster 3 random random &&
+   $py -c "import json,sys; f={x['split']: x for x in json.load(open(sys.argv[1]))['features']}; assert f['labels train']['shared_with']=='seg train' and f['labels val']['shared_with']=='seg val', f" "$tmp/all.json" &&
    grep -q "^knn  *top1" "$tmp/all.txt" && grep -q "^cluster  *mIoU" "$tmp/all.txt" &&
    grep -q "per-class IoU" "$tmp/all.txt"; then
   ok "eval all (random init): every protocol, table and JSON, numbers in range"
 else bad "eval all (random init): $(tail -c 1500 "$tmp/all.txt")"; fi
 
-# The same features through separate invocations give the same numbers as the combined one.
+# Separate invocations (knn alone extracts labels/ itself) give the numbers of the combined one.
 # shellcheck disable=SC2086
 if "$dsc" eval knn $rand --data "$tmp/scn" $common --out "$tmp/knn.json" > "$tmp/out" 2>&1 &&
    "$dsc" eval seg,cluster $rand --data "$tmp/scn" $common --out "$tmp/sc.json" >> "$tmp/out" 2>&1 &&
@@ -134,7 +146,9 @@ if "$dsc" eval knn $rand --data "$tmp/scn" $common --out "$tmp/knn.json" > "$tmp
 import json, sys
 t = sys.argv[1]
 a = json.load(open(t + "/all.json"))["results"]
-k = json.load(open(t + "/knn.json"))["results"]
+kj = json.load(open(t + "/knn.json"))
+assert "shared_with" not in kj["features"][0], kj["features"]
+k = kj["results"]
 s = json.load(open(t + "/sc.json"))["results"]
 assert set(k) == {"knn"} and set(s) == {"seg", "cluster"}
 assert k["knn"]["top1"] == a["knn"]["top1"]
@@ -146,7 +160,7 @@ else bad "protocols alone: $(tail -c 1500 "$tmp/out")"; fi
 
 # --train/--val instead of --data; the default --out is ./eval.json.
 # shellcheck disable=SC2086
-if (cd "$tmp" && "$dsc" eval linear $rand --train scn/labels/train --val scn/labels/val $common > out2 2>&1) &&
+if (cd "$tmp" && "$dsc" eval linear $rand --train cls/train --val cls/val $common > out2 2>&1) &&
    check_json "$tmp/eval.json" linear 3; then ok "--train/--val, default --out ./eval.json"
 else bad "--train/--val: $(tail -c 1000 "$tmp/out2")"; fi
 
@@ -217,7 +231,7 @@ d="--data $tmp/scn --quiet --out $tmp/err.json"
   expect "tau out of range" 2 "--knn-tau=-1" "$dsc" eval knn $rand $d --knn-tau -1
   expect "lr out of range" 2 "--seg-lr=0" "$dsc" eval seg $rand $d --seg-lr 0
   expect "classes out of range" 2 "--classes=300" "$dsc" eval seg $rand $d --classes 300
-  expect "knn-k above the train set" 1 "--knn-k=50 is more than the 18 train images" "$dsc" eval knn $rand $d --knn-k 50
+  expect "knn-k above the train set" 1 "--knn-k=50 is more than the 12 train images" "$dsc" eval knn $rand $d --knn-k 50
   expect "seg data not in the seg layout" 1 "not in the seg layout" "$dsc" eval seg $rand --data "$tmp/empty" --quiet
   expect "knn data without splits" 1 "knn/linear need imagefolder splits" "$dsc" eval knn $rand --data "$tmp/voc" --quiet
   expect "--train without --val" 1 "--train and --val go together" "$dsc" eval knn $rand --train "$tmp/badcls/train" --quiet
