@@ -105,6 +105,9 @@ def main():
       "and METHOD.md defaults otherwise; every backbone is then frozen and evaluated with every "
       "protocol of METHOD.md §7 by `dsc eval all` (docs/eval.md). Numbers are percentages; a main "
       f"row is the mean over seeds {', '.join(seeds)} with the range (min–max) in brackets.")
+    w("The larger configuration for a GPU machine (run.device=cuda, docs/gpu.md) is `DEVICE=cuda SIZE=64 "
+      "TRAIN=10000 VAL=2000 STEPS=3000 BATCH=128 QUEUE=8192 bench/reproduce`; it was not run in this "
+      "session (no GPU time left), so every number here is from the CPU configuration above.")
     w("")
     w("## Table 4 (shape of the paper's): methods x protocols")
     w("")
