@@ -24,6 +24,16 @@
 
 enum { KNN_BLOCK = 256 };
 
+/* Every label of `what` (n of them) in [0, classes), else an error naming the first bad one. */
+static dsc_status *labels_check(const char *fn, const char *what, const int32_t *labels, int64_t n,
+                                int classes) {
+  for (int64_t i = 0; i < n; i++)
+    if (labels[i] < 0 || labels[i] >= classes)
+      return dsc_errorf("%s: %s[%lld] = %d is not in [0, %d)", fn, what, (long long)i, labels[i],
+                        classes);
+  return NULL;
+}
+
 dsc_status *dsc_knn_classify(dsc_backend *be, int64_t n_train, int64_t n_test, int d,
                              const float *train, const int32_t *train_labels, const float *test,
                              const int32_t *test_labels, int classes, int k, double tau,
@@ -40,15 +50,8 @@ dsc_status *dsc_knn_classify(dsc_backend *be, int64_t n_train, int64_t n_test, i
   if (!train) return dsc_errorf("%s: train is NULL", fn);
   if (!train_labels) return dsc_errorf("%s: train_labels is NULL", fn);
   if (n_test > 0 && !test) return dsc_errorf("%s: test is NULL", fn);
-  for (int64_t i = 0; i < n_train; i++)
-    if (train_labels[i] < 0 || train_labels[i] >= classes)
-      return dsc_errorf("%s: train_labels[%lld] = %d is not in [0, %d)", fn, (long long)i,
-                        train_labels[i], classes);
-  if (test_labels)
-    for (int64_t i = 0; i < n_test; i++)
-      if (test_labels[i] < 0 || test_labels[i] >= classes)
-        return dsc_errorf("%s: test_labels[%lld] = %d is not in [0, %d)", fn, (long long)i,
-                          test_labels[i], classes);
+  DSC_TRY(labels_check(fn, "train_labels", train_labels, n_train, classes));
+  if (test_labels) DSC_TRY(labels_check(fn, "test_labels", test_labels, n_test, classes));
   if (top1) *top1 = NAN;
   if (n_test == 0) return NULL;
 
@@ -343,15 +346,8 @@ dsc_status *dsc_linear_probe(dsc_backend *be, const dsc_probe_config *cfg, int64
   if (!train) return dsc_errorf("%s: train is NULL", fn);
   if (!train_labels) return dsc_errorf("%s: train_labels is NULL", fn);
   if (n_test > 0 && !test) return dsc_errorf("%s: test is NULL", fn);
-  for (int64_t i = 0; i < n_train; i++)
-    if (train_labels[i] < 0 || train_labels[i] >= classes)
-      return dsc_errorf("%s: train_labels[%lld] = %d is not in [0, %d)", fn, (long long)i,
-                        train_labels[i], classes);
-  if (test_labels)
-    for (int64_t i = 0; i < n_test; i++)
-      if (test_labels[i] < 0 || test_labels[i] >= classes)
-        return dsc_errorf("%s: test_labels[%lld] = %d is not in [0, %d)", fn, (long long)i,
-                          test_labels[i], classes);
+  DSC_TRY(labels_check(fn, "train_labels", train_labels, n_train, classes));
+  if (test_labels) DSC_TRY(labels_check(fn, "test_labels", test_labels, n_test, classes));
 
   probe_clf p;
   DSC_TRY(probe_clf_init(&p, fn, classes, d, n_train, train));
