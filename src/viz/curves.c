@@ -6,7 +6,9 @@
  * the top margin, the plot area inset by 64 (left, for the y tick labels), 14 (right), 28 (top)
  * and 34 (bottom, x tick labels and "step"). Axis ranges cover every run's points, padded by 4%
  * of the span (a zero span becomes +-1 around a step, +-max(10% of |v|, 1e-3) around a value).
- * Ticks are at multiples of 1, 2 or 5 x 10^e, about five per axis.
+ * Ticks are at multiples of 1, 2 or 5 x 10^e, about five per axis. A series whose values are all
+ * exactly 0 is not drawn: metrics.jsonl writes 0 for a loss term the run's method does not have
+ * (loss_pix of moco-v2, loss_sem of densecl), and a flat line there would read as a measured zero.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -147,6 +149,13 @@ static void axis_range(double lo, double hi, int is_step, double *out_lo, double
   }
 }
 
+/* Whether a series is a term the run does not have (every value exactly 0). */
+static int series_absent(const dsc_viz_series *s) {
+  for (int64_t i = 0; i < s->n; i++)
+    if (s->value[i] != 0.0) return 0;
+  return 1;
+}
+
 static void panel_draw(dsc_canvas *c, int px, int py, const dsc_viz_run *runs, int n_runs, int key,
                        const char *name) {
   int x0 = px + MARGIN_L, x1 = px + DSC_VIZ_PANEL_W - MARGIN_R;
@@ -155,6 +164,7 @@ static void panel_draw(dsc_canvas *c, int px, int py, const dsc_viz_run *runs, i
   double sx_lo = INFINITY, sx_hi = -INFINITY, vy_lo = INFINITY, vy_hi = -INFINITY;
   for (int r = 0; r < n_runs; r++) {
     const dsc_viz_series *s = &runs[r].series[key];
+    if (series_absent(s)) continue;
     for (int64_t i = 0; i < s->n; i++) {
       sx_lo = fmin(sx_lo, s->step[i]), sx_hi = fmax(sx_hi, s->step[i]);
       vy_lo = fmin(vy_lo, s->value[i]), vy_hi = fmax(vy_hi, s->value[i]);
@@ -194,6 +204,7 @@ static void panel_draw(dsc_canvas *c, int px, int py, const dsc_viz_run *runs, i
   dsc_canvas_text(c, (x0 + x1 - dsc_text_width(xl, 1)) / 2, y1 + 20, xl, 1, COL_AXIS);
   for (int r = 0; r < n_runs; r++) {
     const dsc_viz_series *s = &runs[r].series[key];
+    if (series_absent(s)) continue;
     dsc_rgb col = dsc_colormap_category(r);
     int lx = 0, ly = 0;
     for (int64_t i = 0; i < s->n; i++) {
