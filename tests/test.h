@@ -9,6 +9,7 @@
 #define DSC_TEST_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,6 +81,18 @@ static inline double test_rel_l2(const float *a, const float *b, size_t n) {
     CHECK(check_close_e_ <= (tol), "%s: relative L2 error %.3g > %.3g", (what), \
           check_close_e_, (double)(tol));                                      \
   } while (0)
+
+/* n floats uniform in [lo, hi) from a fixed-seed 64-bit LCG (caller frees): the same inputs on
+ * every run and machine, for tests that compare backends op by op (test_cpu_ops, gpu/test_cuda). */
+static inline float *test_rand_buf(size_t n, uint64_t seed, float lo, float hi) {
+  float *p = (float *)malloc((n ? n : 1) * sizeof *p);
+  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (size_t i = 0; i < n; i++) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    p[i] = lo + (hi - lo) * (float)((double)(s >> 33) / (double)(1ull << 31));
+  }
+  return p;
+}
 
 /* Writes the template "/tmp/dsc_test_<what>_" followed by the six placeholder characters that
  * mkdtemp(3) and mkstemp(3) replace, into buf (cap bytes). One place for every test's

@@ -23,19 +23,7 @@
 
 /* ---- helpers ---- */
 
-static uint64_t rng_next(uint64_t *s) {
-  *s = *s * 6364136223846793005ull + 1442695040888963407ull;
-  return *s >> 33;
-}
 
-/* uniform in [lo, hi) */
-static float *rand_buf(size_t n, uint64_t seed, float lo, float hi) {
-  float *p = malloc((n ? n : 1) * sizeof *p);
-  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (size_t i = 0; i < n; i++)
-    p[i] = lo + (hi - lo) * (float)((double)rng_next(&s) / (double)(1ull << 31));
-  return p;
-}
 
 static float *copy_buf(const float *src, size_t n) {
   float *p = malloc((n ? n : 1) * sizeof *p);
@@ -139,10 +127,10 @@ static void conv_case_run(dsc_backend *ref, dsc_backend *cpu, const conv_case *c
   const size_t nx = (size_t)s->n * s->h * s->w * s->c_in;
   const size_t ny = (size_t)s->n * oh * ow * s->c_out;
   const size_t nw = (size_t)s->c_out * s->c_in * s->kh * s->kw, nb = (size_t)s->c_out;
-  float *x = rand_buf(nx, seed, -1, 1), *w = rand_buf(nw, seed + 1, -0.5f, 0.5f);
-  float *b = cc->bias ? rand_buf(nb, seed + 2, -1, 1) : NULL;
-  float *dy = rand_buf(ny, seed + 3, -1, 1);
-  float *w0 = rand_buf(nw, seed + 4, -0.1f, 0.1f), *b0 = rand_buf(nb, seed + 5, -0.1f, 0.1f);
+  float *x = test_rand_buf(nx, seed, -1, 1), *w = test_rand_buf(nw, seed + 1, -0.5f, 0.5f);
+  float *b = cc->bias ? test_rand_buf(nb, seed + 2, -1, 1) : NULL;
+  float *dy = test_rand_buf(ny, seed + 3, -1, 1);
+  float *w0 = test_rand_buf(nw, seed + 4, -0.1f, 0.1f), *b0 = test_rand_buf(nb, seed + 5, -0.1f, 0.1f);
 
   float *y_ref = fill_buf(ny, 0), *y_cpu = fill_buf(ny, 7), *y_cpu2 = fill_buf(ny, 9);
   CHECK_OK(ref->conv2d_forward(ref, s, y_ref, x, w, b));
@@ -182,10 +170,10 @@ static void conv_case_recheck(dsc_backend *cpu, const conv_case *cc, int seed,
   const size_t nx = (size_t)s->n * s->h * s->w * s->c_in;
   const size_t ny = (size_t)s->n * dsc_conv_oh(s) * dsc_conv_ow(s) * s->c_out;
   const size_t nw = (size_t)s->c_out * s->c_in * s->kh * s->kw, nb = (size_t)s->c_out;
-  float *x = rand_buf(nx, seed, -1, 1), *w = rand_buf(nw, seed + 1, -0.5f, 0.5f);
-  float *b = cc->bias ? rand_buf(nb, seed + 2, -1, 1) : NULL;
-  float *dy = rand_buf(ny, seed + 3, -1, 1);
-  float *dw = rand_buf(nw, seed + 4, -0.1f, 0.1f), *db = rand_buf(nb, seed + 5, -0.1f, 0.1f);
+  float *x = test_rand_buf(nx, seed, -1, 1), *w = test_rand_buf(nw, seed + 1, -0.5f, 0.5f);
+  float *b = cc->bias ? test_rand_buf(nb, seed + 2, -1, 1) : NULL;
+  float *dy = test_rand_buf(ny, seed + 3, -1, 1);
+  float *dw = test_rand_buf(nw, seed + 4, -0.1f, 0.1f), *db = test_rand_buf(nb, seed + 5, -0.1f, 0.1f);
   float *y = fill_buf(ny, 1), *dx = fill_buf(nx, 1);
   CHECK_OK(cpu->conv2d_forward(cpu, s, y, x, w, b));
   CHECK_OK(cpu->conv2d_backward(cpu, s, dx, dw, cc->bias ? db : NULL, dy, x, w));
@@ -211,7 +199,7 @@ static void test_conv_accumulates(void) {
   dsc_backend *cpu = cpu_be(2);
   const dsc_conv_shape s = {2, 6, 6, 8, 16, 3, 3, 1, 1, 1};
   const size_t nx = 2 * 6 * 6 * 8, ny = 2 * 6 * 6 * 16, nw = 16 * 8 * 9;
-  float *x = rand_buf(nx, 1, -1, 1), *w = rand_buf(nw, 2, -1, 1), *dy = rand_buf(ny, 3, -1, 1);
+  float *x = test_rand_buf(nx, 1, -1, 1), *w = test_rand_buf(nw, 2, -1, 1), *dy = test_rand_buf(ny, 3, -1, 1);
   float *dw = fill_buf(nw, 0), *db = fill_buf(16, 0), *dw1 = NULL, *db1 = NULL;
   CHECK_OK(cpu->conv2d_backward(cpu, &s, NULL, dw, db, dy, x, w));
   dw1 = copy_buf(dw, nw), db1 = copy_buf(db, 16);
@@ -235,7 +223,7 @@ static void test_conv_threads(void) {
   const dsc_conv_shape s = {3, 9, 9, 32, 24, 3, 3, 2, 1, 1};
   const int oh = dsc_conv_oh(&s), ow = dsc_conv_ow(&s);
   const size_t nx = 3 * 9 * 9 * 32, ny = (size_t)3 * oh * ow * 24, nw = 24 * 32 * 9;
-  float *x = rand_buf(nx, 4, -1, 1), *w = rand_buf(nw, 5, -1, 1), *dy = rand_buf(ny, 6, -1, 1);
+  float *x = test_rand_buf(nx, 4, -1, 1), *w = test_rand_buf(nw, 5, -1, 1), *dy = test_rand_buf(ny, 6, -1, 1);
   float *ya = fill_buf(ny, 0), *yb = fill_buf(ny, 0), *yc = fill_buf(ny, 0);
   float *dwa = fill_buf(nw, 0), *dwb = fill_buf(nw, 0), *dwc = fill_buf(nw, 0);
   CHECK_OK(a->conv2d_forward(a, &s, ya, x, w, NULL));
@@ -296,11 +284,11 @@ static void bn_case_run(dsc_backend *ref, dsc_backend *cpu, const bn_case *bc, i
   char what[96];
   snprintf(what, sizeof what, "bn n=%d %dx%dx%d G=%d res=%d relu=%d", s->n, s->h, s->w, s->c,
            s->groups, bc->residual, s->relu);
-  float *x = rand_buf(nx, seed, -1 + bc->offset, 2 + bc->offset);
-  float *gamma = rand_buf(C, seed + 1, 0.5f, 1.5f), *beta = rand_buf(C, seed + 2, -0.5f, 0.5f);
-  float *res = bc->residual ? rand_buf(nx, seed + 3, -1, 1) : NULL;
-  float *dy = rand_buf(nx, seed + 4, -1, 1);
-  float *g0 = rand_buf(C, seed + 5, -0.1f, 0.1f), *b0 = rand_buf(C, seed + 6, -0.1f, 0.1f);
+  float *x = test_rand_buf(nx, seed, -1 + bc->offset, 2 + bc->offset);
+  float *gamma = test_rand_buf(C, seed + 1, 0.5f, 1.5f), *beta = test_rand_buf(C, seed + 2, -0.5f, 0.5f);
+  float *res = bc->residual ? test_rand_buf(nx, seed + 3, -1, 1) : NULL;
+  float *dy = test_rand_buf(nx, seed + 4, -1, 1);
+  float *g0 = test_rand_buf(C, seed + 5, -0.1f, 0.1f), *b0 = test_rand_buf(C, seed + 6, -0.1f, 0.1f);
 
   /* training forward */
   float *y_ref = fill_buf(nx, 0), *m_ref = fill_buf(GC, 0), *v_ref = fill_buf(GC, 0);
@@ -345,7 +333,7 @@ static void bn_case_run(dsc_backend *ref, dsc_backend *cpu, const bn_case *bc, i
   CHECK_CLOSE(what, dg3, dg_ref2, C, TOL_BWD);
 
   /* eval forward with running statistics */
-  float *rm = rand_buf(C, seed + 7, -0.5f, 0.5f), *rv = rand_buf(C, seed + 8, 0.5f, 2.0f);
+  float *rm = test_rand_buf(C, seed + 7, -0.5f, 0.5f), *rv = test_rand_buf(C, seed + 8, 0.5f, 2.0f);
   CHECK_OK(ref->bn_forward_eval(ref, s, y_ref, x, gamma, beta, rm, rv, res));
   CHECK_OK(cpu->bn_forward_eval(cpu, s, y_cpu, x, gamma, beta, rm, rv, res));
   CHECK_CLOSE(what, y_cpu, y_ref, nx, TOL_FWD);
@@ -393,7 +381,7 @@ static void maxpool_case(dsc_backend *ref, dsc_backend *cpu, dsc_pool_shape s, i
   const int oh = dsc_conv_out_size(s.h, s.k, s.stride, s.pad, 1);
   const int ow = dsc_conv_out_size(s.w, s.k, s.stride, s.pad, 1);
   const size_t nx = (size_t)s.n * s.h * s.w * s.c, ny = (size_t)s.n * oh * ow * s.c;
-  float *x = rand_buf(nx, seed, -2, 2);
+  float *x = test_rand_buf(nx, seed, -2, 2);
   if (ties)
     for (size_t i = 0; i < nx; i++) x[i] = (float)(int)(x[i] + 2.0f); /* values 0..3 */
   float *y_ref = fill_buf(ny, 0), *y_cpu = fill_buf(ny, 1);
@@ -404,7 +392,7 @@ static void maxpool_case(dsc_backend *ref, dsc_backend *cpu, dsc_pool_shape s, i
         s.stride, s.pad);
   CHECK(same_bits(a_ref, a_cpu, ny * sizeof *a_ref), "maxpool argmax differs (k=%d s=%d p=%d)",
         s.k, s.stride, s.pad);
-  float *dy = rand_buf(ny, seed + 1, -1, 1), *dx_ref = fill_buf(nx, 0), *dx_cpu = fill_buf(nx, 4);
+  float *dy = test_rand_buf(ny, seed + 1, -1, 1), *dx_ref = fill_buf(nx, 0), *dx_cpu = fill_buf(nx, 4);
   CHECK_OK(ref->maxpool_backward(ref, &s, dx_ref, dy, a_ref));
   CHECK_OK(cpu->maxpool_backward(cpu, &s, dx_cpu, dy, a_ref));
   CHECK(same_bits(dx_ref, dx_cpu, nx * sizeof *dx_ref), "maxpool dx differs (k=%d s=%d p=%d)",
@@ -459,7 +447,7 @@ static void test_gap_vs_ref(void) {
   for (int i = 0; i < 4; i++) {
     const int n = cases[i][0], hw = cases[i][1], c = cases[i][2];
     const size_t nx = (size_t)n * hw * c, ny = (size_t)n * c;
-    float *x = rand_buf(nx, 600 + i, -1, 1), *y_ref = fill_buf(ny, 0), *y_cpu = fill_buf(ny, 1);
+    float *x = test_rand_buf(nx, 600 + i, -1, 1), *y_ref = fill_buf(ny, 0), *y_cpu = fill_buf(ny, 1);
     CHECK_OK(ref->gap_forward(ref, n, hw, c, y_ref, x));
     CHECK_OK(cpu->gap_forward(cpu, n, hw, c, y_cpu, x));
     CHECK_CLOSE("gap forward", y_cpu, y_ref, ny, TOL_FWD);
@@ -480,7 +468,7 @@ static void test_elementwise_vs_ref(void) {
   const size_t sizes[] = {1, 37, 100003};
   for (int i = 0; i < 3; i++) {
     const size_t n = sizes[i];
-    float *x = rand_buf(n, 700 + i, -1, 1), *dy = rand_buf(n, 710 + i, -1, 1);
+    float *x = test_rand_buf(n, 700 + i, -1, 1), *dy = test_rand_buf(n, 710 + i, -1, 1);
     float *a = fill_buf(n, 0), *b = fill_buf(n, 1);
     CHECK_OK(ref->relu_forward(ref, a, x, n));
     CHECK_OK(cpu->relu_forward(cpu, b, x, n));
@@ -505,10 +493,10 @@ static void test_sgd_ema_vs_ref(void) {
   const struct { float lr, mom, wd; int nesterov, buffer; } cfg[] = {
       {0.03f, 0.9f, 1e-4f, 0, 1}, {0.1f, 0.9f, 5e-4f, 1, 1}, {0.5f, 0.0f, 1e-4f, 0, 0}};
   for (int i = 0; i < 3; i++) {
-    float *p1 = rand_buf(n, 800 + i, -1, 1), *p2 = copy_buf(p1, n);
+    float *p1 = test_rand_buf(n, 800 + i, -1, 1), *p2 = copy_buf(p1, n);
     float *b1 = fill_buf(n, 0), *b2 = fill_buf(n, 0);
     for (int step = 0; step < 3; step++) {
-      float *g = rand_buf(n, 810 + 10 * i + step, -1, 1);
+      float *g = test_rand_buf(n, 810 + 10 * i + step, -1, 1);
       CHECK_OK(ref->sgd_step(ref, n, p1, g, cfg[i].buffer ? b1 : NULL, cfg[i].lr, cfg[i].mom,
                              cfg[i].wd, cfg[i].nesterov));
       CHECK_OK(cpu->sgd_step(cpu, n, p2, g, cfg[i].buffer ? b2 : NULL, cfg[i].lr, cfg[i].mom,
@@ -517,7 +505,7 @@ static void test_sgd_ema_vs_ref(void) {
     }
     CHECK_CLOSE("sgd params", p2, p1, n, 0.0);
     CHECK_CLOSE("sgd buffer", b2, b1, n, 0.0);
-    float *s1 = rand_buf(n, 900 + i, -1, 1), *s2 = copy_buf(s1, n);
+    float *s1 = test_rand_buf(n, 900 + i, -1, 1), *s2 = copy_buf(s1, n);
     CHECK_OK(ref->ema(ref, n, s1, p1, 0.999f));
     CHECK_OK(cpu->ema(cpu, n, s2, p1, 0.999f));
     CHECK_CLOSE("ema", s2, s1, n, 0.0);
@@ -538,8 +526,8 @@ static void test_linear_vs_ref(void) {
   for (int i = 0; i < 4; i++) {
     const int n = cases[i][0], in = cases[i][1], out = cases[i][2];
     const size_t nx = (size_t)n * in, ny = (size_t)n * out, nw = (size_t)out * in;
-    float *x = rand_buf(nx, 1000 + i, -1, 1), *w = rand_buf(nw, 1010 + i, -0.1f, 0.1f);
-    float *b = rand_buf(out, 1020 + i, -1, 1), *dy = rand_buf(ny, 1030 + i, -1, 1);
+    float *x = test_rand_buf(nx, 1000 + i, -1, 1), *w = test_rand_buf(nw, 1010 + i, -0.1f, 0.1f);
+    float *b = test_rand_buf(out, 1020 + i, -1, 1), *dy = test_rand_buf(ny, 1030 + i, -1, 1);
     float *ya = fill_buf(ny, 0), *yb = fill_buf(ny, 3);
     for (int with_b = 0; with_b < 2; with_b++) {
       CHECK_OK(ref->linear_forward(ref, n, in, out, ya, x, w, with_b ? b : NULL));
@@ -547,8 +535,8 @@ static void test_linear_vs_ref(void) {
       CHECK_CLOSE("linear forward", yb, ya, ny, TOL_FWD);
     }
     float *dxa = fill_buf(nx, 0), *dxb = fill_buf(nx, 2);
-    float *dwa = rand_buf(nw, 1040 + i, -1, 1), *dwb = copy_buf(dwa, nw);
-    float *dba = rand_buf(out, 1050 + i, -1, 1), *dbb = copy_buf(dba, out);
+    float *dwa = test_rand_buf(nw, 1040 + i, -1, 1), *dwb = copy_buf(dwa, nw);
+    float *dba = test_rand_buf(out, 1050 + i, -1, 1), *dbb = copy_buf(dba, out);
     CHECK_OK(ref->linear_backward(ref, n, in, out, dxa, dwa, dba, dy, x, w));
     CHECK_OK(cpu->linear_backward(cpu, n, in, out, dxb, dwb, dbb, dy, x, w));
     CHECK_CLOSE("linear dx", dxb, dxa, nx, TOL_BWD);
@@ -571,9 +559,9 @@ static void test_gemm_vs_ref(void) {
     for (int tb = 0; tb < 2; tb++)
       for (int beta_zero = 0; beta_zero < 2; beta_zero++) {
         const int lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
-        float *a = rand_buf((size_t)(ta ? k : m) * lda, 1100 + ta, -1, 1);
-        float *b = rand_buf((size_t)(tb ? n : k) * ldb, 1110 + tb, -1, 1);
-        float *c1 = rand_buf((size_t)m * ldc, 1120, -1, 1), *c2 = copy_buf(c1, (size_t)m * ldc);
+        float *a = test_rand_buf((size_t)(ta ? k : m) * lda, 1100 + ta, -1, 1);
+        float *b = test_rand_buf((size_t)(tb ? n : k) * ldb, 1110 + tb, -1, 1);
+        float *c1 = test_rand_buf((size_t)m * ldc, 1120, -1, 1), *c2 = copy_buf(c1, (size_t)m * ldc);
         const float beta = beta_zero ? 0.0f : 0.5f;
         if (beta_zero) /* C must not be read when beta == 0 */
           for (size_t i = 0; i < (size_t)m * ldc; i++) c2[i] = (i % (size_t)ldc) < (size_t)n ? NAN : c1[i];
@@ -590,7 +578,7 @@ static void test_gemm_vs_ref(void) {
   /* a large product twice: identical bits (fixed thread count) */
   {
     const int m = 64, n = 2048, k = 512;
-    float *a = rand_buf((size_t)m * k, 1130, -1, 1), *b = rand_buf((size_t)n * k, 1131, -1, 1);
+    float *a = test_rand_buf((size_t)m * k, 1130, -1, 1), *b = test_rand_buf((size_t)n * k, 1131, -1, 1);
     float *r1 = fill_buf((size_t)m * n, 0), *r2 = fill_buf((size_t)m * n, 0);
     float *r_ref = fill_buf((size_t)m * n, 0);
     CHECK_OK(cpu->gemm(cpu, 0, 1, m, n, k, 1.0f, a, k, b, k, 0.0f, r1, n));

@@ -48,18 +48,7 @@ static dsc_backend *g_cpu, *g_gpu, *g_gpu16;
 
 /* ---- helpers ---- */
 
-static uint64_t rng_next(uint64_t *s) {
-  *s = *s * 6364136223846793005ull + 1442695040888963407ull;
-  return *s >> 33;
-}
 
-static float *rand_buf(size_t n, uint64_t seed, float lo, float hi) {
-  float *p = malloc((n ? n : 1) * sizeof *p);
-  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (size_t i = 0; i < n; i++)
-    p[i] = lo + (hi - lo) * (float)((double)rng_next(&s) / (double)(1ull << 31));
-  return p;
-}
 
 static void normalize_rows(float *x, int64_t rows, int d) {
   for (int64_t r = 0; r < rows; r++) {
@@ -125,8 +114,8 @@ static void conv_case(dsc_backend *gpu, double tol, int n, int h, int w, int ci,
   dsc_conv_shape s = {n, h, w, ci, co, k, k, stride, pad, dil};
   int oh = dsc_conv_oh(&s), ow = dsc_conv_ow(&s);
   size_t nx = (size_t)n * h * w * ci, ny = (size_t)n * oh * ow * co, nw = (size_t)co * ci * k * k;
-  float *x = rand_buf(nx, 1, -1, 1), *wt = rand_buf(nw, 2, -0.3f, 0.3f), *b = rand_buf(co, 3, -1, 1);
-  float *dy = rand_buf(ny, 4, -1, 1), *dw0 = rand_buf(nw, 5, -1, 1), *db0 = rand_buf(co, 6, -1, 1);
+  float *x = test_rand_buf(nx, 1, -1, 1), *wt = test_rand_buf(nw, 2, -0.3f, 0.3f), *b = test_rand_buf(co, 3, -1, 1);
+  float *dy = test_rand_buf(ny, 4, -1, 1), *dw0 = test_rand_buf(nw, 5, -1, 1), *db0 = test_rand_buf(co, 6, -1, 1);
   float *y = calloc(ny, 4), *dx = calloc(nx, 4), *dw = malloc(nw * 4), *db = malloc(co * 4);
   memcpy(dw, dw0, nw * 4), memcpy(db, db0, co * 4);
   CHECK_OK(g_cpu->conv2d_forward(g_cpu, &s, y, x, wt, bias ? b : NULL));
@@ -167,10 +156,10 @@ static void test_conv_bf16(void) {
 static void bn_case(int n, int h, int w, int c, int groups, int relu, int residual) {
   dsc_bn_shape s = {n, h, w, c, groups, 1e-5f, relu};
   size_t nx = (size_t)n * h * w * c, ng = (size_t)groups * c;
-  float *x = rand_buf(nx, 11, -2, 3), *gm = rand_buf(c, 12, 0.5f, 1.5f), *bt = rand_buf(c, 13, -1, 1);
-  float *res = rand_buf(nx, 14, -1, 1), *dy = rand_buf(nx, 15, -1, 1);
-  float *dg0 = rand_buf(c, 16, -1, 1), *db0 = rand_buf(c, 17, -1, 1);
-  float *rm0 = rand_buf(c, 18, -1, 1), *rv0 = rand_buf(c, 19, 0.5f, 2);
+  float *x = test_rand_buf(nx, 11, -2, 3), *gm = test_rand_buf(c, 12, 0.5f, 1.5f), *bt = test_rand_buf(c, 13, -1, 1);
+  float *res = test_rand_buf(nx, 14, -1, 1), *dy = test_rand_buf(nx, 15, -1, 1);
+  float *dg0 = test_rand_buf(c, 16, -1, 1), *db0 = test_rand_buf(c, 17, -1, 1);
+  float *rm0 = test_rand_buf(c, 18, -1, 1), *rv0 = test_rand_buf(c, 19, 0.5f, 2);
   float *y = calloc(nx, 4), *sm = calloc(ng, 4), *sv = calloc(ng, 4), *dx = calloc(nx, 4),
         *dr = calloc(nx, 4), *ye = calloc(nx, 4);
   float *dg = malloc(c * 4), *db = malloc(c * 4), *rm = malloc(c * 4), *rv = malloc(c * 4);
@@ -221,7 +210,7 @@ static void test_pool(void) {
   dsc_pool_shape s = {4, 9, 9, 8, 3, 2, 1};
   int oh = dsc_conv_out_size(9, 3, 2, 1, 1);
   size_t nx = 4 * 81 * 8, ny = (size_t)4 * oh * oh * 8;
-  float *x = rand_buf(nx, 21, -1, 1), *dy = rand_buf(ny, 22, -1, 1);
+  float *x = test_rand_buf(nx, 21, -1, 1), *dy = test_rand_buf(ny, 22, -1, 1);
   for (size_t i = 0; i < nx; i += 7) x[i] = 0.5f; /* ties */
   float *y = calloc(ny, 4), *dx = calloc(nx, 4);
   int32_t *am = calloc(ny, 4);
@@ -237,7 +226,7 @@ static void test_pool(void) {
   cmp_dev("maxpool dx", G, DX, dx, nx, TOL_SAME);
   /* global average pool */
   int n = 3, hw = 49, c = 40;
-  float *gx = rand_buf((size_t)n * hw * c, 23, -1, 1), *gdy = rand_buf((size_t)n * c, 24, -1, 1);
+  float *gx = test_rand_buf((size_t)n * hw * c, 23, -1, 1), *gdy = test_rand_buf((size_t)n * c, 24, -1, 1);
   float *gy = calloc((size_t)n * c, 4), *gdx = calloc((size_t)n * hw * c, 4);
   CHECK_OK(g_cpu->gap_forward(g_cpu, n, hw, c, gy, gx));
   CHECK_OK(g_cpu->gap_backward(g_cpu, n, hw, c, gdx, gdy));
@@ -256,7 +245,7 @@ static void test_pool(void) {
 static void test_elementwise(void) {
   size_t n = 100003;
   dsc_backend *G = g_gpu;
-  float *x = rand_buf(n, 31, -1, 1), *g = rand_buf(n, 32, -1, 1), *b = rand_buf(n, 33, -1, 1);
+  float *x = test_rand_buf(n, 31, -1, 1), *g = test_rand_buf(n, 32, -1, 1), *b = test_rand_buf(n, 33, -1, 1);
   float *y = calloc(n, 4), *dx = calloc(n, 4), *acc = malloc(n * 4);
   memcpy(acc, b, n * 4);
   CHECK_OK(g_cpu->relu_forward(g_cpu, y, x, n));
@@ -293,9 +282,9 @@ static void test_elementwise(void) {
 static void test_dense(void) {
   dsc_backend *G = g_gpu;
   int n = 37, in = 50, out = 29;
-  float *x = rand_buf((size_t)n * in, 41, -1, 1), *w = rand_buf((size_t)out * in, 42, -1, 1);
-  float *b = rand_buf(out, 43, -1, 1), *dy = rand_buf((size_t)n * out, 44, -1, 1);
-  float *dw0 = rand_buf((size_t)out * in, 45, -1, 1), *db0 = rand_buf(out, 46, -1, 1);
+  float *x = test_rand_buf((size_t)n * in, 41, -1, 1), *w = test_rand_buf((size_t)out * in, 42, -1, 1);
+  float *b = test_rand_buf(out, 43, -1, 1), *dy = test_rand_buf((size_t)n * out, 44, -1, 1);
+  float *dw0 = test_rand_buf((size_t)out * in, 45, -1, 1), *db0 = test_rand_buf(out, 46, -1, 1);
   float *y = calloc((size_t)n * out, 4), *dx = calloc((size_t)n * in, 4);
   float *dw = malloc((size_t)out * in * 4), *db = malloc(out * 4);
   memcpy(dw, dw0, (size_t)out * in * 4), memcpy(db, db0, out * 4);
@@ -316,7 +305,7 @@ static void test_dense(void) {
     for (int tb = 0; tb < 2; tb++) {
       int lda = (ta ? m : k) + 3, ldb = (tb ? k : nn) + 2, ldc = nn + 5;
       size_t na = (size_t)(ta ? k : m) * lda, nb = (size_t)(tb ? nn : k) * ldb, nc = (size_t)m * ldc;
-      float *a = rand_buf(na, 47, -1, 1), *bb = rand_buf(nb, 48, -1, 1), *c = rand_buf(nc, 49, -1, 1);
+      float *a = test_rand_buf(na, 47, -1, 1), *bb = test_rand_buf(nb, 48, -1, 1), *c = test_rand_buf(nc, 49, -1, 1);
       float *A = up(G, a, na), *BB = up(G, bb, nb), *C = up(G, c, nc);
       CHECK_OK(g_cpu->gemm(g_cpu, ta, tb, m, nn, k, 0.7f, a, lda, bb, ldb, 0.3f, c, ldc));
       CHECK_OK(G->gemm(G, ta, tb, m, nn, k, 0.7f, A, lda, BB, ldb, 0.3f, C, ldc));
@@ -340,7 +329,7 @@ static void test_ssl_norm_gather_queue(void) {
   const dsc_ssl_ops *D = G->ssl;
   int64_t rows = 300;
   int d = 128;
-  float *x = rand_buf((size_t)rows * d, 51, -1, 1), *dy = rand_buf((size_t)rows * d, 52, -1, 1);
+  float *x = test_rand_buf((size_t)rows * d, 51, -1, 1), *dy = test_rand_buf((size_t)rows * d, 52, -1, 1);
   float *y = calloc((size_t)rows * d, 4), *nr = calloc(rows, 4), *dx = calloc((size_t)rows * d, 4);
   CHECK_OK(H()->l2norm_rows(g_cpu, rows, d, y, nr, x));
   CHECK_OK(H()->l2norm_rows_backward(g_cpu, rows, d, dx, dy, y, nr));
@@ -354,7 +343,7 @@ static void test_ssl_norm_gather_queue(void) {
   /* gather: the dsc-nei interleave (n=3 images of p=10 pixels, k=2) */
   int n = 3, p = 10, k = 2, dd = 8;
   int64_t np = (int64_t)n * p;
-  float *va = rand_buf((size_t)np * dd, 53, -1, 1), *vb = rand_buf((size_t)np * dd, 54, -1, 1);
+  float *va = test_rand_buf((size_t)np * dd, 53, -1, 1), *vb = test_rand_buf((size_t)np * dd, 54, -1, 1);
   int32_t *match = malloc(np * 4), *nei = malloc(np * k * 4);
   for (int64_t r = 0; r < np; r++) match[r] = (int32_t)((r * 7 + 3) % p);
   for (int64_t r = 0; r < np * k; r++) nei[r] = (int32_t)((r * 5 + 1) % p);
@@ -369,7 +358,7 @@ static void test_ssl_norm_gather_queue(void) {
   cmp_dev("gather_rows interleave", G, PN, pn, npn, 0.0);
   /* enqueue and pool_norm */
   int64_t L = 16;
-  float *q = rand_buf((size_t)dd * L, 55, -1, 1), *keys = rand_buf((size_t)n * dd, 56, -1, 1);
+  float *q = test_rand_buf((size_t)dd * L, 55, -1, 1), *keys = test_rand_buf((size_t)n * dd, 56, -1, 1);
   float *Q = up(G, q, (size_t)dd * L), *KEYS = up(G, keys, (size_t)n * dd);
   CHECK_OK(H()->enqueue(g_cpu, n, dd, L, 12, q, keys));
   CHECK_OK(D->enqueue(G, n, dd, L, 12, Q, KEYS));
@@ -405,7 +394,7 @@ static void test_ssl_match_neighbors(void) {
   const dsc_ssl_ops *D = G->ssl;
   int n = 4, p = 49, c = 64, k = 3;
   int64_t np = (int64_t)n * p;
-  float *ua = rand_buf((size_t)np * c, 61, -1, 1), *ub = rand_buf((size_t)np * c, 62, -1, 1);
+  float *ua = test_rand_buf((size_t)np * c, 61, -1, 1), *ub = test_rand_buf((size_t)np * c, 62, -1, 1);
   normalize_rows(ua, np, c), normalize_rows(ub, np, c);
   int32_t *m = malloc(np * 4), *nb = malloc(np * k * 4);
   CHECK_OK(H()->match(g_cpu, n, p, c, ua, ub, m));
@@ -442,11 +431,11 @@ static void test_ssl_infonce_triplet(void) {
   const dsc_ssl_ops *D = G->ssl;
   int64_t rows = 200, L = 4096;
   int d = 128, npos = 3, k = 2;
-  float *q = rand_buf((size_t)rows * d, 71, -1, 1), *pos = rand_buf((size_t)rows * npos * d, 72, -1, 1);
-  float *queue = rand_buf((size_t)d * L, 73, -1, 1), *nei = rand_buf((size_t)rows * k * d, 74, -1, 1);
+  float *q = test_rand_buf((size_t)rows * d, 71, -1, 1), *pos = test_rand_buf((size_t)rows * npos * d, 72, -1, 1);
+  float *queue = test_rand_buf((size_t)d * L, 73, -1, 1), *nei = test_rand_buf((size_t)rows * k * d, 74, -1, 1);
   normalize_rows(q, rows, d), normalize_rows(pos, rows * npos, d), normalize_rows(nei, rows * k, d);
   normalize_rows(queue, d, (int)L); /* any values: columns need not be unit */
-  float *dq0 = rand_buf((size_t)rows * d, 75, -0.01f, 0.01f);
+  float *dq0 = test_rand_buf((size_t)rows * d, 75, -0.01f, 0.01f);
   float *dq = malloc((size_t)rows * d * 4);
   memcpy(dq, dq0, (size_t)rows * d * 4);
   double l1 = 0, l2 = 0, lh[2] = {0, 0}, lt = 0;
@@ -485,7 +474,7 @@ static void test_ssl_kmeans(void) {
   const dsc_ssl_ops *D = G->ssl;
   int64_t rows = 500;
   int d = 32, K = 10, iters = 3;
-  float *v = rand_buf((size_t)rows * d, 81, -1, 1);
+  float *v = test_rand_buf((size_t)rows * d, 81, -1, 1);
   normalize_rows(v, rows, d);
   float *cent = calloc((size_t)K * d, 4);
   int32_t *lab = malloc(rows * 4), *hist = malloc(rows * iters * 4);
@@ -500,11 +489,11 @@ static void test_ssl_kmeans(void) {
   CHECK(dl == 0 && dh == 0, "kmeans: %d labels and %d history entries differ", dl, dh);
   cmp_dev("kmeans centroids", G, C, cent, (size_t)K * d, TOL_FP32);
   /* L_km with the query labels a shuffle of the key labels */
-  float *va = rand_buf((size_t)rows * d, 82, -1, 1);
+  float *va = test_rand_buf((size_t)rows * d, 82, -1, 1);
   normalize_rows(va, rows, d);
   int32_t *ya = malloc(rows * 4);
   for (int64_t r = 0; r < rows; r++) ya[r] = lab[(r * 13 + 5) % rows];
-  float *dva0 = rand_buf((size_t)rows * d, 83, -0.01f, 0.01f), *dva = malloc((size_t)rows * d * 4);
+  float *dva0 = test_rand_buf((size_t)rows * d, 83, -0.01f, 0.01f), *dva = malloc((size_t)rows * d * 4);
   memcpy(dva, dva0, (size_t)rows * d * 4);
   double loss = 0;
   int present = 0;
@@ -526,15 +515,15 @@ static void test_ssl_proto(void) {
   const dsc_ssl_ops *D = G->ssl;
   int n = 2, p = 49, d = 32, K = 20;
   int64_t np = (int64_t)n * p;
-  float *va = rand_buf((size_t)np * d, 91, -1, 1), *vb = rand_buf((size_t)np * d, 92, -1, 1);
-  float *pr = rand_buf((size_t)K * d, 93, -1, 1);
+  float *va = test_rand_buf((size_t)np * d, 91, -1, 1), *vb = test_rand_buf((size_t)np * d, 92, -1, 1);
+  float *pr = test_rand_buf((size_t)K * d, 93, -1, 1);
   normalize_rows(va, np, d), normalize_rows(vb, np, d), normalize_rows(pr, K, d);
   int32_t *match = malloc(np * 4);
   for (int64_t r = 0; r < np; r++) match[r] = (int32_t)((r * 11 + 2) % p);
   float *VA = up(G, va, (size_t)np * d), *VB = up(G, vb, (size_t)np * d), *PR = up(G, pr, (size_t)K * d);
   int32_t *MATCH = up(G, match, np), *CE = up(G, NULL, np);
   for (int kind = 0; kind < 2; kind++) {
-    float *dva0 = rand_buf((size_t)np * d, 94, -0.01f, 0.01f), *dp0 = rand_buf((size_t)K * d, 95, -0.01f, 0.01f);
+    float *dva0 = test_rand_buf((size_t)np * d, 94, -0.01f, 0.01f), *dp0 = test_rand_buf((size_t)K * d, 95, -0.01f, 0.01f);
     float *dva = malloc((size_t)np * d * 4), *dp = malloc((size_t)K * d * 4);
     memcpy(dva, dva0, (size_t)np * d * 4), memcpy(dp, dp0, (size_t)K * d * 4);
     int32_t *ce = calloc(np, 4);
@@ -631,7 +620,7 @@ static void steps_case(dsc_backend *gpu, const char *prec, step_tol tol) {
   dsc_config probe;
   step_config(&probe, DSC_METHOD_DSC_PM, "cpu", "fp32");
   size_t nx = (size_t)probe.batch * probe.size * probe.size * 3;
-  float *views = rand_buf(2 * STEPS * nx, 101, -2, 2);
+  float *views = test_rand_buf(2 * STEPS * nx, 101, -2, 2);
   for (int me = DSC_METHOD_MOCO_V2; me <= DSC_METHOD_DSC_PM; me++) {
     step_run c, g;
     run_steps(g_cpu, (dsc_method)me, "fp32", views, &c);
@@ -672,7 +661,7 @@ static void test_determinism(void) {
   dsc_config probe;
   step_config(&probe, DSC_METHOD_DSC_KM, "cpu", "fp32");
   size_t nx = (size_t)probe.batch * probe.size * probe.size * 3;
-  float *views = rand_buf(2 * STEPS * nx, 102, -2, 2);
+  float *views = test_rand_buf(2 * STEPS * nx, 102, -2, 2);
   for (int me = DSC_METHOD_DENSECL; me <= DSC_METHOD_DSC_PM; me += 4) { /* densecl, dsc-pm */
     step_run a, b;
     run_steps(g_gpu, (dsc_method)me, "fp32", views, &a);
