@@ -17,6 +17,31 @@ expect() {
   if [ $rc -eq "$want" ] && grep -qF -- "$needle" "$tmp/out"; then ok "$name"
   else bad "$name (exit $rc, want $want, output: $(tail -c 800 "$tmp/out"))"; fi
 }
+# steps_match_reference PREFIX WORDS...: one whole step of every method against the independent
+# float64 PyTorch implementation of METHOD.md: a 6-step run of `dsc pretrain WORDS` dumps step 2 (so
+# the momentum encoder, SGD buffers, queues and centroids are past their initial values) and
+# tools/reference/check_step.py checks the dump; one ok/bad line per method, named PREFIX + "step of M".
+# Needs $py (a python3 with torch) and $root (the repository).
+steps_match_reference() {
+  local prefix=$1 m extra
+  shift
+  for m in moco-v2 densecl dsc-nei dsc-tri dsc-ce dsc-km dsc-pm; do
+    extra=""
+    [ $m = dsc-pm ] && extra="method.freeze_prototypes_steps=1"
+    [ $m = dsc-ce ] && extra="method.freeze_prototypes_steps=3"
+    rm -rf "$tmp/srun" "$tmp/dump"
+    # shellcheck disable=SC2086
+    if "$dsc" pretrain "$@" method=$m optim.steps=6 optim.warmup_steps=1 method.momentum=0.9 \
+        run.out="$tmp/srun" run.dump_step="$tmp/dump" run.dump_at=2 $extra > "$tmp/out" 2>&1 &&
+       $py "$root/tools/reference/check_step.py" "$tmp/dump/step.safetensors" --quiet > "$tmp/check" 2>&1; then
+      ok "${prefix}step of $m matches the PyTorch reference ($(tail -n 1 "$tmp/check")$(grep -o 'ReLU sign search.*' "$tmp/check" | sed 's/^/; /'))"
+    else
+      bad "${prefix}step of $m: $(tail -c 600 "$tmp/out") $(grep -v ' ok$' "$tmp/check" 2>/dev/null | tail -n 12)"
+    fi
+    rm -rf "$tmp/srun" "$tmp/dump"
+  done
+}
+
 # Prints the summary and exits non-zero if anything failed.
 finish() {
   echo "#summary $passed passed, $failed failed"

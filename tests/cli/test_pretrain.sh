@@ -50,21 +50,8 @@ tiny="data.path=$tmp/imgs model.arch=resnet18 model.stem=small data.size=16 data
       run.threads=2 data.workers=2 run.log_every=1"
 
 # ---- one whole step of every method against PyTorch ----
-for m in moco-v2 densecl dsc-nei dsc-tri dsc-ce dsc-km dsc-pm; do
-  extra=""
-  [ $m = dsc-pm ] && extra="method.freeze_prototypes_steps=1"
-  [ $m = dsc-ce ] && extra="method.freeze_prototypes_steps=3"
-  rm -rf "$tmp/run" "$tmp/dump"
-  # shellcheck disable=SC2086
-  if "$dsc" pretrain $tiny method=$m optim.steps=6 optim.warmup_steps=1 method.momentum=0.9 \
-      run.out="$tmp/run" run.dump_step="$tmp/dump" run.dump_at=2 $extra > "$tmp/out" 2>&1 &&
-     $py "$root/tools/reference/check_step.py" "$tmp/dump/step.safetensors" --quiet > "$tmp/check" 2>&1; then
-    ok "step of $m matches the PyTorch reference ($(tail -n 1 "$tmp/check")$(grep -o 'ReLU sign search.*' "$tmp/check" | sed 's/^/; /'))"
-  else
-    bad "step of $m: $(tail -c 600 "$tmp/out") $(grep -v ' ok$' "$tmp/check" 2>/dev/null | tail -n 12)"
-  fi
-  rm -rf "$tmp/dump"
-done
+# shellcheck disable=SC2086
+steps_match_reference "" $tiny
 
 # ---- exact resume after SIGKILL ----
 steps=12

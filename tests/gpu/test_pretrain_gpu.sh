@@ -34,20 +34,8 @@ py=${PYTHON:-python3}
 tiny="data.path=$data data.format=idx model.arch=resnet18 model.stem=small data.size=16 data.batch=4
       method.bn_groups=2 method.queue=8 model.dim=16 method.clusters=3 method.prototypes=5
       run.device=cuda run.precision=fp32 run.log_every=1"
-for m in moco-v2 densecl dsc-nei dsc-tri dsc-ce dsc-km dsc-pm; do
-  extra=""
-  [ $m = dsc-pm ] && extra="method.freeze_prototypes_steps=1"
-  [ $m = dsc-ce ] && extra="method.freeze_prototypes_steps=3"
-  rm -rf "$tmp/srun" "$tmp/dump"
-  # shellcheck disable=SC2086
-  if "$dsc" pretrain $tiny method=$m optim.steps=6 optim.warmup_steps=1 method.momentum=0.9 \
-      run.out="$tmp/srun" run.dump_step="$tmp/dump" run.dump_at=2 $extra > "$tmp/out" 2>&1 &&
-     $py "$root/tools/reference/check_step.py" "$tmp/dump/step.safetensors" --quiet > "$tmp/check" 2>&1; then
-    ok "GPU step of $m matches the PyTorch reference ($(tail -n 1 "$tmp/check")$(grep -o 'ReLU sign search.*' "$tmp/check" | sed 's/^/; /'))"
-  else
-    bad "GPU step of $m: $(tail -c 600 "$tmp/out") $(grep -v ' ok$' "$tmp/check" 2>/dev/null | tail -n 12)"
-  fi
-done
+# shellcheck disable=SC2086
+steps_match_reference "GPU " $tiny
 
 common="data.path=$data data.format=idx model.arch=resnet18 model.stem=small data.size=32
         data.batch=64 method.bn_groups=4 method.queue=256 run.device=cuda run.log_every=1"
