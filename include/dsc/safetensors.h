@@ -91,6 +91,10 @@ dsc_status *dsc_st_writer_meta(dsc_st_writer *w, const char *key, const char *va
 /* Atomic: writes PATH.tmp.<pid>, fflush + fsync, rename over PATH; on any error removes the
  * temp file and leaves PATH as it was. The writer can be saved again or freed. */
 dsc_status *dsc_st_writer_save(dsc_st_writer *w, const char *path);
+/* The writer's content as an opened, validated file in memory (tensors copied), exactly what
+ * a save followed by dsc_st_open would give; `label` stands in for the path in messages. How
+ * importers of other formats (PyTorch .pth) hand their tensors to the rest of dsc. */
+dsc_status *dsc_st_writer_open(const dsc_st_writer *w, const char *label, dsc_safetensors **out);
 void dsc_st_writer_free(dsc_st_writer *w);
 
 /* For `dsc info`: prints a table of the file's tensors (name, dtype, shape, bytes), a total

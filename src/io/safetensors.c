@@ -14,6 +14,8 @@
  */
 #include "dsc/safetensors.h"
 
+#include "dsc/atomic_file.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -723,77 +725,73 @@ static char *writer_header_json(const dsc_st_writer *w) {
   return text;
 }
 
-/* Writes all of buf; false on error (errno set). */
-static bool file_write_all(FILE *fp, const void *buf, size_t n) {
-  return n == 0 || fwrite(buf, 1, n, fp) == n;
-}
-
-/* Best effort: makes the rename durable by syncing the directory holding `path`. Some
- * filesystems refuse fsync on directories; the data itself is already synced. */
-static void dir_sync_for(const char *path) {
-  char *dir = strdup(path);
-  if (!dir) return;
-  char *slash = strrchr(dir, '/');
-  if (slash == dir) slash[1] = '\0';
-  else if (slash) *slash = '\0';
-  else strcpy(dir, ".");
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    (void)fsync(fd);
-    close(fd);
-  }
-  free(dir);
-}
-
-dsc_status *dsc_st_writer_save(dsc_st_writer *w, const char *path) {
+/* The 8-byte length and the space-padded header JSON (malloc'd, *len bytes) for w. */
+static dsc_status *writer_head(const dsc_st_writer *w, const char *label, unsigned char **out,
+                               size_t *len) {
+  *out = NULL;
   char *json = writer_header_json(w);
-  if (!json) return st_fail(path, "out of memory building the safetensors header");
+  if (!json) return st_fail(label, "out of memory building the safetensors header");
   size_t json_len = strlen(json);
   size_t header_len = (json_len + 7) / 8 * 8;
   if (header_len > DSC_ST_MAX_HEADER) {
     free(json);
-    return st_fail(path, "header of %zu bytes exceeds the limit of %u", header_len,
+    return st_fail(label, "header of %zu bytes exceeds the limit of %u", header_len,
                    DSC_ST_MAX_HEADER);
   }
   unsigned char *head = malloc(8 + header_len);
   if (!head) {
     free(json);
-    return st_fail(path, "out of memory for the header");
+    return st_fail(label, "out of memory for the header");
   }
   for (int i = 0; i < 8; i++) head[i] = (unsigned char)((uint64_t)header_len >> (8 * i));
   memcpy(head + 8, json, json_len);
   memset(head + 8 + json_len, ' ', header_len - json_len);
   free(json);
+  *out = head;
+  *len = 8 + header_len;
+  return NULL;
+}
 
-  size_t tmp_cap = strlen(path) + 32;
-  char *tmp = malloc(tmp_cap);
-  if (!tmp) {
-    free(head);
-    return st_fail(path, "out of memory");
-  }
-  snprintf(tmp, tmp_cap, "%s.tmp.%ld", path, (long)getpid());
-
+dsc_status *dsc_st_writer_save(dsc_st_writer *w, const char *path) {
+  unsigned char *head = NULL;
+  size_t head_len = 0;
+  DSC_TRY(writer_head(w, path, &head, &head_len));
+  const void **parts = malloc((size_t)(w->count + 1) * sizeof *parts);
+  size_t *lens = malloc((size_t)(w->count + 1) * sizeof *lens);
   dsc_status *st = NULL;
-  FILE *fp = fopen(tmp, "wb");
-  if (!fp) {
-    st = st_fail(path, "cannot create temporary file %s: %s", tmp, strerror(errno));
-    free(head);
-    free(tmp);
-    return st;
+  if (!parts || !lens) {
+    st = st_fail(path, "out of memory");
+  } else {
+    parts[0] = head;
+    lens[0] = head_len;
+    for (int i = 0; i < w->count; i++) {
+      parts[i + 1] = w->tensors[i].data;
+      lens[i + 1] = (size_t)w->tensors[i].nbytes;
+    }
+    st = dsc_file_write_atomic(path, w->count + 1, parts, lens);
   }
-  bool ok = file_write_all(fp, head, 8 + header_len);
-  for (int i = 0; ok && i < w->count; i++)
-    ok = file_write_all(fp, w->tensors[i].data, (size_t)w->tensors[i].nbytes);
-  if (!ok) st = st_fail(path, "writing %s failed: %s", tmp, strerror(errno));
-  if (!st && fflush(fp) != 0) st = st_fail(path, "flushing %s failed: %s", tmp, strerror(errno));
-  if (!st && fsync(fileno(fp)) != 0)
-    st = st_fail(path, "fsync of %s failed: %s", tmp, strerror(errno));
-  if (fclose(fp) != 0 && !st) st = st_fail(path, "closing %s failed: %s", tmp, strerror(errno));
-  if (!st && rename(tmp, path) != 0)
-    st = st_fail(path, "renaming %s over it failed: %s", tmp, strerror(errno));
-  if (st) remove(tmp);
-  else dir_sync_for(path);
+  free(parts);
+  free(lens);
   free(head);
-  free(tmp);
   return st;
+}
+
+dsc_status *dsc_st_writer_open(const dsc_st_writer *w, const char *label, dsc_safetensors **out) {
+  *out = NULL;
+  unsigned char *head = NULL;
+  size_t head_len = 0;
+  DSC_TRY(writer_head(w, label, &head, &head_len));
+  size_t size = head_len;
+  for (int i = 0; i < w->count; i++) size += (size_t)w->tensors[i].nbytes;
+  unsigned char *bytes = realloc(head, size);
+  if (!bytes) {
+    free(head);
+    return st_fail(label, "out of memory for %zu bytes", size);
+  }
+  size_t at = head_len;
+  for (int i = 0; i < w->count; i++) {
+    if (w->tensors[i].nbytes) memcpy(bytes + at, w->tensors[i].data, (size_t)w->tensors[i].nbytes);
+    at += (size_t)w->tensors[i].nbytes;
+  }
+  return open_owned(bytes, size, label, out);
 }
