@@ -18,7 +18,7 @@ CC      ?= cc
 OPT     ?= -O3 -march=native
 CFLAGS  ?= $(OPT) -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fopenmp -Iinclude -Isrc -MMD -MP
-LDLIBS  += -ldnnl -ljansson -lturbojpeg -lpng -lz -lm -lpthread
+LDLIBS  += -ldnnl -ljansson -lzip -lturbojpeg -lpng -lz -lm -lpthread
 LDFLAGS += -fopenmp
 
 # ---- optional parts: detected, reported, never required ----

@@ -8,6 +8,7 @@ packages=(
   build-essential pkg-config            # compiler, make
   libdnnl-dev                           # oneDNN: CPU convolution and GEMM (dnnl_sgemm)
   libjansson-dev                        # JSON (safetensors headers, metrics)
+  libzip-dev                            # zip container of PyTorch .pth files (export, import)
   libturbojpeg0-dev libpng-dev zlib1g-dev  # image decoding
   clang libclang-rt-dev                 # libFuzzer harness, sanitizer runtimes
   python3-torch python3-torchvision python3-numpy python3-pil  # fixtures and interop tests only
