@@ -16,7 +16,7 @@
 #include "dsc/detectron2.h"
 
 #include "dsc/atomic_file.h"
-#include "pickle_write.h"
+#include "io/pickle_write.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -165,8 +165,20 @@ dsc_status *dsc_detectron2_write(const char *path, const dsc_safetensors *src,
       return dsc_errorf("%s: tensor \"%s\" has dtype %s, which has no numpy counterpart", path,
                         t->name, dsc_dtype_name(t->dtype));
   }
+  /* The stream's size, roughly: the arrays' bytes, ~100 bytes of opcodes per array plus its
+   * name, the metadata. Reserved so that the arrays are copied once. */
+  size_t predicted = 4096 + strlen(author ? author : "");
+  for (int i = 0; i < n; i++) {
+    const dsc_st_tensor *t = dsc_st_get(src, i);
+    predicted += dsc_st_nbytes(t) + strlen(t->name) + 128 + 10 * (size_t)t->ndim;
+  }
+  for (int i = 0; i < dsc_st_meta_count(src); i++) {
+    const char *k = dsc_st_meta_key(src, i);
+    predicted += strlen(k) + strlen(dsc_st_meta(src, k)) + 16;
+  }
   dsc_pkw w;
   dsc_pkw_init(&w, 4);
+  dsc_pkw_reserve(&w, predicted);
   dsc_pkw_op(&w, DSC_PK_EMPTY_DICT);
   dsc_pkw_op(&w, DSC_PK_MARK);
   dsc_pkw_cstr(&w, "model");

@@ -6,7 +6,7 @@
  * SHORT_BINBYTES / BINBYTES / BINBYTES8. Memo puts are BINPUT / LONG_BINPUT in protocol 2 and
  * MEMOIZE in protocol 4; gets are BINGET / LONG_BINGET. All multi-byte fields little-endian.
  */
-#include "pickle_write.h"
+#include "io/pickle_write.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -45,8 +45,8 @@ static int reserve(dsc_pkw *w, size_t n) {
     fail(w, dsc_errorf("pickle: stream larger than the address space"));
     return -1;
   }
-  size_t cap = w->cap ? w->cap : 4096;
-  while (cap - w->len < n) cap *= 2;
+  size_t cap = w->cap ? 2 * w->cap : 4096;
+  if (cap - w->len < n) cap = w->len + n;
   unsigned char *p = realloc(w->buf, cap);
   if (!p) {
     fail(w, dsc_errorf("pickle: out of memory growing the stream to %zu bytes", cap));
@@ -92,6 +92,8 @@ void dsc_pkw_free(dsc_pkw *w) {
   dsc_status_free(w->err);
   memset(w, 0, sizeof *w);
 }
+
+void dsc_pkw_reserve(dsc_pkw *w, size_t n) { (void)reserve(w, n); }
 
 void dsc_pkw_op(dsc_pkw *w, int op) { put_byte(w, (unsigned)op); }
 

@@ -60,6 +60,10 @@ void dsc_pkw_init(dsc_pkw *w, int proto);
 /* Frees the buffer, the memo table and any pending error. */
 void dsc_pkw_free(dsc_pkw *w);
 
+/* Makes room for n more bytes up front (a writer that knows the stream's size avoids
+ * copying it while it grows). */
+void dsc_pkw_reserve(dsc_pkw *w, size_t n);
+
 /* One opcode without argument (the DSC_PK_* constants). */
 void dsc_pkw_op(dsc_pkw *w, int op);
 void dsc_pkw_int(dsc_pkw *w, int64_t v);

@@ -19,13 +19,14 @@
  * with contiguous strides (stride[d] = prod of max(size[k], 1) for k > d, as torch computes
  * them). These are only globals that torch.load(weights_only=True) accepts.
  *
- * The zip is assembled in memory (a libzip buffer source) and saved with
- * dsc_file_write_atomic, so a failure leaves no partial file behind.
+ * libzip writes the zip into memory (a small source of our own, mem_sink) and the bytes are
+ * saved with dsc_file_write_atomic, so a failure leaves no partial file behind. The records'
+ * data are handed to libzip without copying; the archive buffer is the only copy made.
  */
 #include "dsc/pth.h"
 
 #include "dsc/atomic_file.h"
-#include "pickle_write.h"
+#include "io/pickle_write.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -166,9 +167,104 @@ static dsc_status *check_layout(const char *path, const unsigned char *z, size_t
   return NULL;
 }
 
-static dsc_status *zip_fail(const char *path, const char *what, zip_error_t *e) {
-  dsc_status *st = dsc_errorf("%s: %s: %s", path, what, zip_error_strerror(e));
-  return st;
+/* ---- an in-memory libzip target ----
+ * libzip writes the archive through this source into one growable buffer (reserved to the
+ * predicted size up front, so a model is copied once), instead of libzip's own buffer
+ * source, which would need a second copy to get the bytes out. It supports what
+ * zip_open_from_source + zip_close need for a new archive: reading (of an empty archive),
+ * seeking, and writing with seeks back (libzip rewrites each local header after its data). */
+typedef struct mem_sink {
+  unsigned char *buf; /* the archive being written, then the committed one */
+  size_t len, cap;    /* bytes written so far; allocated */
+  size_t pos;         /* write position */
+  size_t read_pos;    /* read position in the committed archive */
+  size_t committed;   /* size of the committed archive (0 until COMMIT_WRITE) */
+  zip_error_t err;
+} mem_sink;
+
+static int sink_reserve(mem_sink *s, size_t need) {
+  if (need <= s->cap) return 0;
+  size_t cap = s->cap ? s->cap : 65536;
+  while (cap < need) {
+    if (cap > SIZE_MAX / 2) return -1;
+    cap *= 2;
+  }
+  unsigned char *p = realloc(s->buf, cap);
+  if (!p) return -1;
+  s->buf = p;
+  s->cap = cap;
+  return 0;
+}
+
+static zip_int64_t sink_cb(void *ud, void *data, zip_uint64_t n, zip_source_cmd_t cmd) {
+  mem_sink *s = ud;
+  switch (cmd) {
+    case ZIP_SOURCE_SUPPORTS:
+      return ZIP_SOURCE_SUPPORTS_WRITABLE;
+    case ZIP_SOURCE_OPEN:
+      s->read_pos = 0;
+      return 0;
+    case ZIP_SOURCE_READ: {
+      size_t left = s->committed - s->read_pos;
+      size_t k = n < left ? (size_t)n : left;
+      if (k) memcpy(data, s->buf + s->read_pos, k);
+      s->read_pos += k;
+      return (zip_int64_t)k;
+    }
+    case ZIP_SOURCE_CLOSE:
+      return 0;
+    case ZIP_SOURCE_STAT: {
+      zip_stat_t *st = data;
+      zip_stat_init(st);
+      st->size = s->committed;
+      st->valid |= ZIP_STAT_SIZE;
+      return sizeof *st;
+    }
+    case ZIP_SOURCE_SEEK: {
+      zip_int64_t off = zip_source_seek_compute_offset(s->read_pos, s->committed, data, n, &s->err);
+      if (off < 0) return -1;
+      s->read_pos = (size_t)off;
+      return 0;
+    }
+    case ZIP_SOURCE_TELL:
+      return (zip_int64_t)s->read_pos;
+    case ZIP_SOURCE_BEGIN_WRITE:
+      s->len = s->pos = 0;
+      return 0;
+    case ZIP_SOURCE_WRITE:
+      if (n > SIZE_MAX - s->pos || sink_reserve(s, s->pos + (size_t)n)) {
+        zip_error_set(&s->err, ZIP_ER_MEMORY, 0);
+        return -1;
+      }
+      memcpy(s->buf + s->pos, data, (size_t)n);
+      s->pos += (size_t)n;
+      if (s->pos > s->len) s->len = s->pos;
+      return (zip_int64_t)n;
+    case ZIP_SOURCE_SEEK_WRITE: {
+      zip_int64_t off = zip_source_seek_compute_offset(s->pos, s->len, data, n, &s->err);
+      if (off < 0) return -1;
+      s->pos = (size_t)off;
+      return 0;
+    }
+    case ZIP_SOURCE_TELL_WRITE:
+      return (zip_int64_t)s->pos;
+    case ZIP_SOURCE_COMMIT_WRITE:
+      s->committed = s->len;
+      return 0;
+    case ZIP_SOURCE_ROLLBACK_WRITE:
+      s->len = s->pos = 0;
+      return 0;
+    case ZIP_SOURCE_REMOVE:
+      s->len = s->pos = s->committed = 0;
+      return 0;
+    case ZIP_SOURCE_ERROR:
+      return zip_error_to_data(&s->err, data, n);
+    case ZIP_SOURCE_FREE:
+      return 0;
+    default:
+      zip_error_set(&s->err, ZIP_ER_OPNOTSUPP, 0);
+      return -1;
+  }
 }
 
 /* Builds the archive in memory; on success *out (malloc'ed) holds its *size bytes. */
@@ -186,21 +282,27 @@ static dsc_status *build_zip(const char *path, const pth_record *rec, int n,
   char zeds[PTH_ALIGN]; /* the padding bytes, as torch fills them */
   memset(zeds, 'Z', sizeof zeds);
 
+  /* Predicted size: local headers + padding + data, central directory (46 + name each),
+   * end record; reserved so that the archive is written without reallocation. */
+  size_t predicted = 22 + 56;
+  for (int i = 0; i < n; i++)
+    predicted += PTH_LOCAL_HEADER + 4 + PTH_ALIGN + rec[i].len + 2 * (46 + strlen(rec[i].name));
+  mem_sink sink = {0};
+  zip_error_init(&sink.err);
+  if (sink_reserve(&sink, predicted)) {
+    zip_error_fini(&sink.err);
+    return dsc_errorf("%s: out of memory for a %zu-byte archive", path, predicted);
+  }
   zip_error_t zerr;
   zip_error_init(&zerr);
-  zip_source_t *buf = zip_source_buffer_create(NULL, 0, 0, &zerr);
-  if (!buf) {
-    dsc_status *st = zip_fail(path, "creating the in-memory archive", &zerr);
-    zip_error_fini(&zerr);
-    return st;
-  }
-  zip_source_keep(buf);
-  zip_t *za = zip_open_from_source(buf, ZIP_TRUNCATE, &zerr);
+  zip_source_t *src = zip_source_function_create(sink_cb, &sink, &zerr);
+  zip_t *za = src ? zip_open_from_source(src, ZIP_TRUNCATE, &zerr) : NULL;
   if (!za) {
-    dsc_status *st = zip_fail(path, "opening the in-memory archive", &zerr);
+    dsc_status *st = dsc_errorf("%s: starting the archive: %s", path, zip_error_strerror(&zerr));
     zip_error_fini(&zerr);
-    zip_source_free(buf);
-    zip_source_free(buf);
+    if (src) zip_source_free(src);
+    free(sink.buf);
+    zip_error_fini(&sink.err);
     return st;
   }
   zip_error_fini(&zerr);
@@ -209,10 +311,11 @@ static dsc_status *build_zip(const char *path, const pth_record *rec, int n,
   size_t off = 0; /* where the next local header will start */
   for (int i = 0; i < n && !st; i++) {
     size_t name_len = strlen(rec[i].name);
-    if (rec[i].len >= 0xFFFFFFFFu)
+    if (rec[i].len >= 0xFFFFFFFFu) {
       st = dsc_errorf("%s: record \"%s\" has %zu bytes; records of 4 GiB or more are not "
                       "supported", path, rec[i].name, rec[i].len);
-    if (st) break;
+      break;
+    }
     size_t fixed = off + PTH_LOCAL_HEADER + name_len + 4; /* 4: the extra field's header */
     size_t pad = (PTH_ALIGN - fixed % PTH_ALIGN) % PTH_ALIGN;
     zip_source_t *s = zip_source_buffer(za, rec[i].len ? rec[i].data : "", rec[i].len, 0);
@@ -231,47 +334,20 @@ static dsc_status *build_zip(const char *path, const pth_record *rec, int n,
                       zip_strerror(za));
     off = fixed + pad + rec[i].len;
   }
-  if (st) {
-    zip_discard(za);
-    zip_source_free(buf);
-    return st;
-  }
-  if (zip_close(za) < 0) {
+  if (!st && zip_close(za) < 0)
     st = dsc_errorf("%s: writing the archive: %s", path, zip_strerror(za));
-    zip_discard(za);
-    zip_source_free(buf);
-    return st;
-  }
-
-  zip_stat_t zs;
-  zip_stat_init(&zs);
-  if (zip_source_open(buf) < 0) {
-    st = zip_fail(path, "reading back the in-memory archive", zip_source_error(buf));
-    zip_source_free(buf);
-    return st;
-  }
-  if (zip_source_stat(buf, &zs) < 0 || !(zs.valid & ZIP_STAT_SIZE)) {
-    st = zip_fail(path, "sizing the in-memory archive", zip_source_error(buf));
-  } else {
-    *size = (size_t)zs.size;
-    *out = malloc(*size ? *size : 1);
-    if (!*out) {
-      st = dsc_errorf("%s: out of memory for the %zu-byte archive", path, *size);
-    } else {
-      zip_int64_t got = zip_source_read(buf, *out, zs.size);
-      if (got < 0 || (zip_uint64_t)got != zs.size)
-        st = zip_fail(path, "reading back the in-memory archive", zip_source_error(buf));
-    }
-  }
-  zip_source_close(buf);
-  zip_source_free(buf);
-  if (!st) st = check_layout(path, *out, *size, rec, n);
+  else if (!st)
+    za = NULL; /* closed: libzip freed it and the source */
+  if (za) zip_discard(za); /* frees the source too */
+  zip_error_fini(&sink.err);
+  if (!st) st = check_layout(path, sink.buf, sink.committed, rec, n);
   if (st) {
-    free(*out);
-    *out = NULL;
-    *size = 0;
+    free(sink.buf);
+    return st;
   }
-  return st;
+  *out = sink.buf;
+  *size = sink.committed;
+  return NULL;
 }
 
 dsc_status *dsc_pth_write(const char *path, const dsc_safetensors *src) {

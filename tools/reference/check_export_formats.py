@@ -160,9 +160,8 @@ def check_d2(path, expected, author):
         want = safetensors_py.DTYPES[dtype]
         ok = (isinstance(a, np.ndarray) and a.dtype == want and a.dtype.str == want.str and
               a.shape == shape and a.flags["C_CONTIGUOUS"] and a.tobytes() == data)
-        check(f"d2 array {name}", ok,
-              "missing" if a is None else f"{getattr(a, 'dtype', type(a))} "
-              f"{getattr(a, 'shape', '')} vs {dtype} {shape}")
+        got = f"{a.dtype.str} {a.shape}" if isinstance(a, np.ndarray) else repr(type(a))
+        check(f"d2 array {name}", ok, f"{got} vs {want.str} {shape}")
     check("d2 author", obj["__author__"] == author, repr(obj["__author__"]))
     check("d2 matching_heuristics", obj["matching_heuristics"] is True,
           repr(obj["matching_heuristics"]))
