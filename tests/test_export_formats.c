@@ -8,6 +8,8 @@
  * loads the file with torch.load (weights_only and full) or pickle.load and compares every
  * tensor bitwise (see the script). The name mapping is compared with the conversion of MoCo's
  * script, run by the same checker over every key of torchvision's resnet18 and resnet50.
+ * The pickle emitter's encodings are compared with bytes CPython's pickle.dumps gives for the
+ * same values (hardcoded below).
  * python3 with torch and torchvision is required: without it these tests fail, they are not
  * skipped. Tests run from the repository root (as `make test` does).
  */
@@ -24,6 +26,7 @@
 #include "dsc/detectron2.h"
 #include "dsc/pth.h"
 #include "dsc/safetensors.h"
+#include "io/pickle_write.h"
 #include "test.h"
 
 #define CHECKER "/usr/bin/python3 tools/reference/check_export_formats.py"
@@ -374,7 +377,91 @@ static void test_names_torchvision(void) {
   tmpdir_remove(&d);
 }
 
+/* Hex of a finished stream without PROTO (2 bytes) and STOP (1 byte). */
+static void expect_stream(dsc_pkw *w, const char *want_hex, const char *what) {
+  unsigned char *b = NULL;
+  size_t n = 0;
+  CHECK_OK(dsc_pkw_finish(w, &b, &n));
+  char hex[1024] = "";
+  for (size_t i = 2; b && i + 1 < n && 2 * i < sizeof hex - 2; i++)
+    sprintf(hex + 2 * (i - 2), "%02x", b[i]);
+  CHECK(strcmp(hex, want_hex) == 0, "%s: %s, want %s (as pickle.dumps)", what, hex, want_hex);
+  free(b);
+}
+
+/* The emitter against CPython 3.11's pickle.dumps(value, protocol=2 or 4). */
+static void test_pickle_encodings(void) {
+  static const struct {
+    int64_t v;
+    const char *hex;
+  } ints[] = {
+      {0, "4b00"},
+      {255, "4bff"},
+      {256, "4d0001"},
+      {65535, "4dffff"},
+      {65536, "4a00000100"},
+      {-1, "4affffffff"},
+      {-128, "4a80ffffff"},
+      {INT32_MAX, "4affffff7f"},
+      {(int64_t)INT32_MAX + 1, "8a050000008000"},
+      {INT32_MIN, "4a00000080"},
+      {(int64_t)INT32_MIN - 1, "8a05ffffff7fff"},
+      {(int64_t)1 << 39, "8a06000000008000"},
+      {(int64_t)1 << 40, "8a06000000000001"},
+      {INT64_MIN, "8a080000000000000080"},
+      {INT64_MAX, "8a08ffffffffffffff7f"},
+  };
+  for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+    dsc_pkw w;
+    dsc_pkw_init(&w, 2);
+    dsc_pkw_int(&w, ints[i].v);
+    char what[64];
+    snprintf(what, sizeof what, "int %lld", (long long)ints[i].v);
+    expect_stream(&w, ints[i].hex, what);
+  }
+  int64_t four[4] = {1, 2, 3, 4};
+  dsc_pkw w;
+  dsc_pkw_init(&w, 2);
+  dsc_pkw_int_tuple(&w, four, 4);
+  expect_stream(&w, "284b014b024b034b0474", "(1, 2, 3, 4)");
+  /* string and bytes headers by length, protocol 4 */
+  char big[300];
+  memset(big, 'a', sizeof big);
+  dsc_pkw_init(&w, 4);
+  dsc_pkw_str(&w, big, 3);
+  dsc_pkw_bytes(&w, big, 2);
+  expect_stream(&w, "8c03616161" "43026161", "short str and bytes");
+  dsc_pkw_init(&w, 4);
+  dsc_pkw_str(&w, big, 0);
+  dsc_pkw_bytes(&w, NULL, 0);
+  expect_stream(&w, "8c00" "4300", "empty str and bytes");
+  unsigned char *b = NULL;
+  size_t n = 0;
+  dsc_pkw_init(&w, 4);
+  dsc_pkw_str(&w, big, 300);
+  dsc_pkw_bytes(&w, big, 300);
+  CHECK_OK(dsc_pkw_finish(&w, &b, &n));
+  CHECK(n == 2 + 5 + 300 + 5 + 300 + 1 && b && b[2] == 'X' && b[3] == 0x2c && b[4] == 1 &&
+            b[307] == 'B' && b[308] == 0x2c && b[309] == 1,
+        "300-byte str / bytes: BINUNICODE / BINBYTES with 4-byte lengths");
+  free(b);
+  /* memo: second use of a global or memoized string is a BINGET */
+  dsc_pkw_init(&w, 2);
+  dsc_pkw_global(&w, "collections", "OrderedDict");
+  dsc_pkw_global(&w, "collections", "OrderedDict");
+  dsc_pkw_memo_str(&w, "cpu");
+  dsc_pkw_memo_str(&w, "cpu");
+  expect_stream(&w, "63636f6c6c656374696f6e730a4f726465726564446963740a7100" "6800"
+                    "5803000000637075" "7101" "6801", "memo protocol 2");
+  /* bytes do not exist in protocol 2: a sticky error */
+  dsc_pkw_init(&w, 2);
+  dsc_pkw_bytes(&w, "x", 1);
+  dsc_pkw_int(&w, 1);
+  CHECK_ERR(dsc_pkw_finish(&w, &b, &n), "protocol 3");
+}
+
 static const dsc_test tests[] = {
+    {"pickle_encodings", test_pickle_encodings},
     {"pth_roundtrip", test_pth_roundtrip},
     {"d2_roundtrip", test_d2_roundtrip},
     {"many_tensors", test_many_tensors},
