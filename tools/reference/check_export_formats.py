@@ -20,8 +20,9 @@
       compute it, or "KEY<TAB>!" for keys detectron2 has no counterpart for (fc.*,
       num_batches_tracked).
 
-Prints one line per check, "ok ..." or "FAIL ...", then "#summary P passed, F failed"; exits
-non-zero if any check failed. EXPECTED is read bitwise (BF16 compared through torch, which numpy
+Prints one indented line per check, "  ok ..." or "  FAIL ...", then "  checks: P passed, F
+failed" (indented and without "#summary", so that the calling test's own lines and summary are
+the only ones scripts/run_tests.sh sees); exits non-zero if any check failed. EXPECTED is read bitwise (BF16 compared through torch, which numpy
 lacks), without safetensors_py.decode, whose dtype table has no BF16.
 """
 import collections
@@ -53,7 +54,7 @@ results = []
 
 def check(name, cond, detail=""):
     results.append(bool(cond))
-    print(("ok " if cond else "FAIL ") + name + ("" if cond else f": {detail}"))
+    print(("  ok " if cond else "  FAIL ") + name + ("" if cond else f": {detail}"))
     return bool(cond)
 
 
@@ -204,7 +205,7 @@ def main(argv):
         print(__doc__, file=sys.stderr)
         return 2
     failed = results.count(False)
-    print(f"#summary {len(results) - failed} passed, {failed} failed")
+    print(f"  checks: {len(results) - failed} passed, {failed} failed")
     return 1 if failed or not results else 0
 
 
