@@ -540,6 +540,15 @@ static void test_legacy_handmade(void) {
   b = legacy_file(overflow, sizeof overflow - 1, 6, 6, &n);
   CHECK_ERR(dsc_pth_read_memory(b, n, "h.pth", &got), "tensor \"w\"");
   free(b);
+  /* 2**28 floats from one element (stride 0): far more than the file could hold */
+  static const char expanded[] =
+      "\x80\x02}X\x01\x00\x00\x00w"
+      "ctorch._utils\n_rebuild_tensor_v2\n"
+      "((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x00" "0X\x03\x00\x00\x00" "cpu"
+      "K\x06tQK\x00J\x00\x00\x00\x10\x85K\x00\x85\x89}tRs.";
+  b = legacy_file(expanded, sizeof expanded - 1, 6, 6, &n);
+  CHECK_ERR(dsc_pth_read_memory(b, n, "h.pth", &got), "h.pth: the tensors would take more than");
+  free(b);
   /* 9 dimensions */
   static const char nine[] =
       "\x80\x02}X\x01\x00\x00\x00w"

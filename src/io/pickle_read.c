@@ -16,7 +16,7 @@
  * one load. Each opcode consumes at least one input byte and does work proportional to the
  * values it moves, so a load takes time linear in its input.
  */
-#include "pickle_read.h"
+#include "io/pickle_read.h"
 
 #include <stdbool.h>
 #include <stdio.h>

@@ -29,14 +29,19 @@
 #include <sys/stat.h>
 #include <zip.h>
 
-#include "pickle_read.h"
+#include "io/pickle_read.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "pth_read.c copies little-endian storage bytes as host values: it needs a little-endian host"
 #endif
 
 /* More entries than any real model has; bounds the (quadratic) name checks of the writer. */
-#define PTH_MAX_TENSORS (1 << 16)
+#define PTH_MAX_TENSORS (1 << 14)
+/* The materialized tensors may take at most FACTOR x the file size + SLACK bytes: a real
+ * checkpoint stores its storages, so only views that overlap (tied weights, stride-0
+ * expansions) exceed the file size; a few hundred hostile bytes cannot ask for gigabytes. */
+#define PTH_OUTPUT_FACTOR 4
+#define PTH_OUTPUT_SLACK (256 << 20)
 #define PTH_MAX_ZIP_ENTRIES (1 << 20)
 
 /* Legacy format's first pickle: this integer, little-endian. */
@@ -210,8 +215,9 @@ static void entries_free(entry *e, size_t n) {
   free(e);
 }
 
-/* Checks that the tensor's storage is one dsc reads; called before any storage is fetched. */
-static dsc_status *entry_check(const char *label, const entry *e) {
+/* Checks that the tensor's storage is one dsc reads and sets e->nbytes; called before any
+ * storage is fetched. */
+static dsc_status *entry_check(const char *label, entry *e) {
   const dsc_pickle_tensor *t = e->tensor;
   if (t->error)
     return dsc_errorf("%s: tensor %s: %s", label, quote(e->name, e->name_len).s, t->error);
@@ -222,6 +228,14 @@ static dsc_status *entry_check(const char *label, const entry *e) {
     return dsc_errorf("%s: tensor %s: unsupported storage type %s", label,
                       quote(e->name, e->name_len).s,
                       quote(t->storage->type, t->storage->type_len).s);
+  uint64_t numel = 1, nbytes;
+  for (int d = 0; d < t->ndim; d++)
+    if (__builtin_mul_overflow(numel, (uint64_t)t->size[d], &numel))
+      return dsc_errorf("%s: tensor %s: too many elements", label, quote(e->name, e->name_len).s);
+  if (__builtin_mul_overflow(numel, (uint64_t)t->storage->elsize, &nbytes) ||
+      nbytes > SIZE_MAX / 4)
+    return dsc_errorf("%s: tensor %s: too many elements", label, quote(e->name, e->name_len).s);
+  e->nbytes = (size_t)nbytes;
   return NULL;
 }
 
@@ -243,14 +257,7 @@ static dsc_status *entry_materialize(const char *label, entry *e, const unsigned
     base = (uint64_t)s->view_offset;
     limit = (uint64_t)s->view_numel;
   }
-  uint64_t numel = 1;
-  for (int d = 0; d < t->ndim; d++)
-    if (__builtin_mul_overflow(numel, (uint64_t)t->size[d], &numel))
-      return dsc_errorf("%s: tensor %s: too many elements", label, name.s);
-  uint64_t nbytes;
-  if (__builtin_mul_overflow(numel, (uint64_t)es, &nbytes) || nbytes > SIZE_MAX / 2)
-    return dsc_errorf("%s: tensor %s: too many elements", label, name.s);
-  e->nbytes = (size_t)nbytes;
+  size_t nbytes = e->nbytes, numel = nbytes / es; /* from entry_check */
   if (numel == 0) return NULL;
   /* Highest element index touched, relative to the (view) storage. */
   uint64_t last = (uint64_t)t->offset, span;
@@ -262,9 +269,8 @@ static dsc_status *entry_materialize(const char *label, entry *e, const unsigned
     return dsc_errorf("%s: tensor %s: storage too small for tensor (element %llu of %llu "
                       "needed)",
                       label, name.s, (unsigned long long)last, (unsigned long long)limit);
-  unsigned char *dst = malloc((size_t)nbytes);
-  if (!dst) return dsc_errorf("%s: tensor %s: out of memory for %llu bytes", label, name.s,
-                              (unsigned long long)nbytes);
+  unsigned char *dst = malloc(nbytes);
+  if (!dst) return dsc_errorf("%s: tensor %s: out of memory for %zu bytes", label, name.s, nbytes);
   e->data = dst;
   const unsigned char *src = root + (base + (uint64_t)t->offset) * es;
   /* Odometer over all dims but the last; the last dim is one memcpy when its stride is 1. */
@@ -272,7 +278,7 @@ static dsc_status *entry_materialize(const char *label, entry *e, const unsigned
   size_t inner = nd ? (size_t)t->size[nd - 1] : 1;
   size_t inner_stride = nd ? (size_t)t->stride[nd - 1] : 1;
   int64_t idx[DSC_MAX_DIMS] = {0};
-  size_t rows = inner ? (size_t)(numel / inner) : 0;
+  size_t rows = numel / inner;
   for (size_t r = 0; r < rows; r++) {
     size_t at = 0;
     for (int d = 0; d < nd - 1; d++) at += (size_t)idx[d] * (size_t)t->stride[d];
@@ -315,7 +321,16 @@ typedef struct storage_source {
 static dsc_status *entries_finish(storage_source *src, entry *e, size_t n,
                                   dsc_safetensors **out) {
   const char *label = src->label;
-  for (size_t i = 0; i < n; i++) DSC_TRY(entry_check(label, &e[i]));
+  uint64_t total = 0, limit = PTH_OUTPUT_FACTOR * (uint64_t)src->archive_size + PTH_OUTPUT_SLACK;
+  for (size_t i = 0; i < n; i++) {
+    DSC_TRY(entry_check(label, &e[i]));
+    total += e[i].nbytes; /* each below SIZE_MAX / 4: no overflow before the check */
+    if (total > limit)
+      return dsc_errorf("%s: the tensors would take more than %llu bytes, %d x the file size + "
+                        "%d MiB (stride-0 or overlapping views of small storages?)",
+                        label, (unsigned long long)limit, PTH_OUTPUT_FACTOR,
+                        PTH_OUTPUT_SLACK >> 20);
+  }
   entry **by_key = malloc((n ? n : 1) * sizeof *by_key);
   if (!by_key) return dsc_errorf("%s: out of memory", label);
   for (size_t i = 0; i < n; i++) by_key[i] = &e[i];
