@@ -10,8 +10,9 @@
  *     version 1001, a sys_info dict, the object, the list of storage keys -- then, for each
  *     key in that order, an 8-byte little-endian element count (equal to the numel in the
  *     storage's persistent id) and the raw bytes (count * element size of its type).
- * The state dict is the top-level dict when it holds a tensor, else its "state_dict" entry,
- * else its "model" entry (each must be a dict holding a tensor). Its entries are taken in
+ * The state dict is the top-level dict when all its values are tensors, else its "state_dict"
+ * entry, else its "model" entry (a dict holding a tensor), else the top-level dict when it
+ * holds a tensor among other things. Its entries are taken in
  * order, a key set twice keeping its first position and last value (as a Python dict);
  * entries whose key is not a str or whose value is not a tensor are skipped. Each tensor is
  * copied contiguous out of its storage after checking that offset + sum((size-1)*stride)
@@ -94,29 +95,44 @@ typedef struct entry {
   size_t nbytes;
 } entry;
 
-static bool dict_has_tensor(const dsc_pickle_value *d) {
-  if (!d || d->kind != DSC_PV_DICT) return false;
-  for (size_t i = 1; i < d->u.seq.count; i += 2)
-    if (d->u.seq.items[i]->kind == DSC_PV_TENSOR) return true;
-  return false;
+/* How many of dict d's values are tensors; *all when every value is one. */
+static size_t dict_tensors(const dsc_pickle_value *d, bool *all) {
+  size_t n = 0;
+  if (all) *all = d && d->kind == DSC_PV_DICT && d->u.seq.count > 0;
+  if (!d || d->kind != DSC_PV_DICT) return 0;
+  for (size_t i = 1; i < d->u.seq.count; i += 2) {
+    if (d->u.seq.items[i]->kind == DSC_PV_TENSOR) n++;
+    else if (all) *all = false;
+  }
+  return n;
 }
 
+/* The state dict: the top-level dict when all its values are tensors, else its
+ * "state_dict" or "model" entry when that is a dict holding a tensor, else the top-level
+ * dict when it holds a tensor (a training checkpoint like {"epoch": 3, "best_acc1":
+ * tensor(76.1), "state_dict": {...}} gives its state_dict, not best_acc1). */
 static dsc_status *state_dict_find(const char *label, const dsc_pickle_value *top,
                                    const dsc_pickle_value **out) {
   if (top->kind != DSC_PV_DICT)
     return dsc_errorf("%s: the checkpoint holds a %s, not a dict of tensors", label,
                       dsc_pickle_kind_name(top->kind));
   const char *keys[] = {"state_dict", "model"};
-  if (dict_has_tensor(top)) {
+  bool all;
+  size_t top_tensors = dict_tensors(top, &all);
+  if (all) {
     *out = top;
     return NULL;
   }
   for (int k = 0; k < 2; k++) {
     const dsc_pickle_value *v = dsc_pickle_dict_get(top, keys[k]);
-    if (dict_has_tensor(v)) {
+    if (dict_tensors(v, NULL) > 0) {
       *out = v;
       return NULL;
     }
+  }
+  if (top_tensors > 0) {
+    *out = top;
+    return NULL;
   }
   for (int k = 0; k < 2; k++) {
     const dsc_pickle_value *v = dsc_pickle_dict_get(top, keys[k]);

@@ -21,8 +21,10 @@ Files:
   misc_archive.pth                        misc_zip.pth re-packed the way PyTorch 2.x names things:
                                           folder "archive/", a "byteorder" record ("little")
   wrap_state_dict.pth                     {"state_dict": misc, "epoch", "optimizer" (nested dicts of
-                                          tensors), "args" (an argparse.Namespace)}; expected misc
-  wrap_model_legacy.pth                   {"model": misc, "meta": {...}} in the legacy format
+                                          tensors), "args" (an argparse.Namespace), "best_acc1" (a
+                                          0-dim tensor)}; expected misc
+  wrap_model_legacy.pth                   {"model": misc, "meta": {...}, "optimizer"} in the legacy
+                                          format (storages outside the state dict in the raw data)
   small3_zip.pth, small3_legacy.pth       three tiny tensors (for the truncation test); small3.safetensors
   compressed.pth                          misc_zip.pth re-packed with deflate (must be rejected)
 """
@@ -127,9 +129,12 @@ optimizer = torch.optim.SGD([trained], lr=0.1, momentum=0.9)
 trained.grad = torch.ones(3, 3)
 optimizer.step()  # momentum buffers: tensors nested in the optimizer state
 wrapped = {"state_dict": misc, "epoch": 3, "optimizer": optimizer.state_dict(),
-           "args": argparse.Namespace(lr=0.1, arch="resnet18"), "best": 0.5}
+           "args": argparse.Namespace(lr=0.1, arch="resnet18"),
+           "best_acc1": torch.tensor(76.1)}  # a tensor outside the state dict, as in PyTorch's
+                                             # ImageNet example
 torch.save(wrapped, path("wrap_state_dict.pth"))
-torch.save({"model": misc, "meta": {"epoch": 7, "classes": ("a", "b")}},
+torch.save({"model": misc, "meta": {"epoch": 7, "classes": ("a", "b")},
+            "optimizer": optimizer.state_dict()},
            path("wrap_model_legacy.pth"), _use_new_zipfile_serialization=False)
 
 small = collections.OrderedDict()
