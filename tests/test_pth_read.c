@@ -341,6 +341,21 @@ static void test_pickle_values(void) {
   dsc_pickle_reader_free(r);
 }
 
+/* Empty collections built from a mark on an empty stack, APPENDS / SETITEMS of nothing. */
+static void test_pickle_empty_marks(void) {
+  dsc_pickle_reader *r = NULL;
+  dsc_pickle_value *v = NULL;
+  CHECK_OK(load(P("\x80\x02(t."), &r, &v));
+  CHECK(v && v->kind == DSC_PV_TUPLE && v->u.seq.count == 0, "()");
+  dsc_pickle_reader_free(r);
+  CHECK_OK(load(P("\x80\x02(l(e."), &r, &v));
+  CHECK(v && v->kind == DSC_PV_LIST && v->u.seq.count == 0, "[]");
+  dsc_pickle_reader_free(r);
+  CHECK_OK(load(P("\x80\x02(d(u(1(0."), &r, &v));
+  CHECK(v && v->kind == DSC_PV_DICT && v->u.seq.count == 0, "{}");
+  dsc_pickle_reader_free(r);
+}
+
 static void test_pickle_memo_and_duplicates(void) {
   /* protocol 4 with FRAME, MEMOIZE, STACK_GLOBAL; d = {'k': 1}; d['k'] = 2 via SETITEM */
   static const unsigned char buf[] =
@@ -613,6 +628,7 @@ static void test_sniff(void) {
 static const dsc_test tests[] = {
     {"sniff", test_sniff},
     {"pickle_values", test_pickle_values},
+    {"pickle_empty_marks", test_pickle_empty_marks},
     {"pickle_memo_and_duplicates", test_pickle_memo_and_duplicates},
     {"pickle_opaque_objects", test_pickle_opaque_objects},
     {"pickle_tensor", test_pickle_tensor},

@@ -226,12 +226,12 @@ static dsc_status *top(load_state *st, dsc_pickle_value **v) {
 }
 
 /* Removes the values above the innermost mark and the mark; *items points at them in the
- * stack array, valid until the next push. */
+ * stack array, valid until the next push (NULL when there are none). */
 static dsc_status *pop_mark(load_state *st, dsc_pickle_value ***items, size_t *n) {
   if (!st->nmarks) return fail(st, "no MARK to pop to");
   size_t base = st->marks[--st->nmarks];
-  *items = st->stack + base;
   *n = st->sp - base;
+  *items = *n ? st->stack + base : NULL;
   st->sp = base;
   return NULL;
 }
@@ -251,6 +251,7 @@ static dsc_pickle_value *seq_new(load_state *st, dsc_pickle_kind kind, dsc_pickl
 /* Appends n values to a LIST or DICT (growing its array in the arena). */
 static dsc_status *seq_append(load_state *st, dsc_pickle_value *v, dsc_pickle_value **items,
                               size_t n) {
+  if (n == 0) return NULL;
   if (v->u.seq.cap - v->u.seq.count < n) {
     size_t cap = v->u.seq.cap ? v->u.seq.cap : 4;
     while (cap - v->u.seq.count < n) {
