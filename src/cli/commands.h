@@ -9,6 +9,7 @@ int cmd_embed(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_pretrain(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 
 /* Prints "dsc: <message>" for an error, frees it, and returns 1; returns 0 for NULL. */
 #include "dsc/status.h"

@@ -25,6 +25,7 @@ static const struct {
     {"embed", cmd_embed, "C2..C5 and pooled features of images for given weights"},
     {"bench", cmd_bench, "throughput of the training step or data pipeline (dsc bench step|data)"},
     {"data", cmd_data, "check a dataset (dsc data check) or build the scene benchmark (dsc data scenes)"},
+    {"export", cmd_export, "the backbone for torchvision (safetensors, .pth), mmdet/mmseg (.pth), detectron2 (.pkl)"},
     {"eval", cmd_eval, "frozen-backbone evaluation: k-NN, linear probe, dense probe, clustering"},
     {"viz", cmd_viz, "pictures: loss curves, PCA and cluster maps of dense features (PNG)"},
 };
