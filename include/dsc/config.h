@@ -69,6 +69,7 @@ typedef struct dsc_config {
   char stem[16];            /* standard | small (standard) */
   int dim;                  /* 128 */
   char init[DSC_CONFIG_PATH_MAX]; /* initial backbone weights ("" = none) */
+  int allow_partial;              /* model.init need not match exactly (0) */
   /* [data] */
   char data_path[DSC_CONFIG_PATH_MAX]; /* data.path ("" until set; required by pretrain) */
   char data_format[16];     /* folder | imagefolder | idx | seg (folder) */

@@ -3,7 +3,8 @@
  * A feature backbone is a ResNet on the CPU backend in eval mode (BN with running statistics)
  * whose weights come from one of:
  *   - a dsc pretraining checkpoint: its online backbone, `backbone.*` (METHOD.md §8);
- *   - an exported backbone: torchvision's ResNet keys, no prefix (`dsc export`, torchvision);
+ *   - other weights: torchvision's ResNet keys, with no prefix (`dsc export`, torchvision,
+ *     timm) or another known one (weights.h), as .safetensors or PyTorch .pth;
  *   - random initialization: torchvision's (dsc_resnet_init_weights) from a seed — the
  *     baseline row of the evaluation tables.
  * Architecture and stem are detected from the tensors (dsc_weights_detect_resnet); when the
@@ -38,18 +39,19 @@
 typedef enum dsc_weights_source {
   DSC_WEIGHTS_RANDOM = 0,     /* torchvision's initialization from a seed */
   DSC_WEIGHTS_CHECKPOINT = 1, /* a dsc checkpoint's backbone.* tensors */
-  DSC_WEIGHTS_EXPORTED = 2,   /* torchvision-named tensors, no prefix */
+  DSC_WEIGHTS_EXPORTED = 2,   /* torchvision-named tensors, no prefix or another known one */
 } dsc_weights_source;
 
 /* "random", "checkpoint" or "exported". */
 const char *dsc_weights_source_name(dsc_weights_source s);
 
 typedef struct dsc_feature_backbone_config {
-  const char *weights; /* a .safetensors path, or "random" */
+  const char *weights; /* a .safetensors or .pth path, or "random" */
   int depth;           /* 18, 34 or 50; 0: from the file (required for "random") */
   int small_stem;      /* 0 standard, 1 small; -1: from the file (random: -1 means standard) */
   uint64_t seed;       /* random initialization only */
   int threads;         /* CPU backend threads (0: all cores) */
+  int allow_partial;   /* 1: load what matches (load report on stderr); 0: exact match only */
 } dsc_feature_backbone_config;
 
 typedef struct dsc_feature_backbone {

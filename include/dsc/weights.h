@@ -1,8 +1,9 @@
 /* weights.h: moving a table's tensors between host blobs and safetensors files.
  *
  * Loading matches names exactly (after prefixes), checks every shape, and reports missing,
- * unexpected and mis-shaped tensors by name; anything but an exact match is an error unless
- * partial loading is allowed. torchvision extras that a backbone has no use for (`fc.*`,
+ * unexpected and mis-shaped tensors by name (a load report on stderr, one line per tensor, and
+ * a summary in the error); anything but an exact match is an error unless partial loading is
+ * allowed (then the report is printed and the rest keeps its initialization). torchvision extras that a backbone has no use for (`fc.*`,
  * `*.num_batches_tracked`) are never "unexpected".
  */
 #ifndef DSC_WEIGHTS_H
@@ -44,9 +45,19 @@ dsc_status *dsc_weights_add(dsc_st_writer *w, const dsc_table *table, const char
                             const char *file_prefix, const float *host_params,
                             const float *host_buffers, const int64_t *num_batches_tracked);
 
-/* Finds a ResNet backbone in `f` under "" or "backbone." and infers its configuration:
- * depth from the blocks present, stem from conv1's kernel. */
+/* Opens any weights file dsc reads, told apart by its first bytes, not its name: safetensors
+ * (dsc checkpoints and exports, torchvision/timm weights saved as safetensors) or a PyTorch
+ * .pth/.pt checkpoint (include/dsc/pth.h), read into an in-memory safetensors file. */
+dsc_status *dsc_weights_open(const char *path, dsc_safetensors **out);
+
+/* Finds a ResNet backbone in `f` under one of the prefixes that dsc checkpoints, exports,
+ * torchvision/timm weights and common training scripts use ("", "backbone.", "module.",
+ * "module.encoder_q.", "encoder_q.0.", ...; weights.c lists them) and infers its
+ * configuration: depth from the blocks present, stem from conv1's kernel. */
 dsc_status *dsc_weights_detect_resnet(const dsc_safetensors *f, dsc_resnet_config *cfg,
                                       const char **file_prefix);
+/* The same under one given prefix (e.g. "momentum.backbone."); an error when none is there. */
+dsc_status *dsc_weights_detect_resnet_at(const dsc_safetensors *f, const char *prefix,
+                                         dsc_resnet_config *cfg);
 
 #endif

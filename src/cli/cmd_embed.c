@@ -97,16 +97,17 @@ static dsc_status *embed(const cli_args *a, long resize, long size, long threads
   dsc_status *st = collect_inputs(cli_get(a, "input"), &inputs);
   /* Configuration from the weights file itself. */
   dsc_resnet_config cfg = {0};
-  if (!st) {
-    dsc_safetensors *f = NULL;
-    const char *prefix;
-    st = dsc_st_open(cli_get(a, "weights"), &f);
-    if (!st) st = dsc_weights_detect_resnet(f, &cfg, &prefix);
-    dsc_st_close(f);
-  }
+  dsc_safetensors *wf = NULL;
+  const char *prefix = "";
+  if (!st) st = dsc_weights_open(cli_get(a, "weights"), &wf);
+  if (!st) st = dsc_weights_detect_resnet(wf, &cfg, &prefix);
   if (!st) st = dsc_backend_cpu_new((int)threads, &be);
   if (!st) st = dsc_backbone_create(&m, be, &cfg, 0, 0);
-  if (!st) st = dsc_backbone_load(&m, cli_get(a, "weights"), 0);
+  if (!st)
+    st = dsc_weights_load(wf, &m.table, "", prefix, m.host_params, m.host_buffers,
+                          cli_get(a, "allow-partial") != NULL);
+  dsc_st_close(wf);
+  if (!st) st = dsc_backbone_upload(&m);
   int n = inputs.count;
   size_t per_image = (size_t)size * size * 3;
   size_t sizes[5] = {0};
@@ -187,7 +188,8 @@ static dsc_status *embed(const cli_args *a, long resize, long size, long threads
 
 int cmd_embed(int argc, char **argv) {
   cli_option opts[] = {
-      {"weights", 1, NULL, "ResNet weights (.safetensors, torchvision keys, optionally under backbone.)", NULL},
+      {"weights", 1, NULL, "ResNet weights: a dsc checkpoint or export, torchvision/timm weights (.safetensors or .pth)", NULL},
+      {"allow-partial", 0, NULL, "load the tensors that match; list the others (default: exact match only)", NULL},
       {"input", 1, NULL, "an image, or a directory of .jpg/.jpeg/.png images", NULL},
       {"out", 1, NULL, "output .safetensors", NULL},
       {"layer", 1, "c2,c3,c4,c5,pool", "which outputs to write (comma-separated)", NULL},

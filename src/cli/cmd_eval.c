@@ -71,7 +71,7 @@ typedef struct eval_opts {
   const char *weights, *out;
   int depth, small_stem;
   long seed, threads, size, resize, batch, classes, max_train, max_val;
-  int strict, quiet;
+  int strict, quiet, allow_partial;
   int knn_k;
   double knn_tau;
   dsc_probe_config linear, dense;
@@ -501,7 +501,8 @@ static dsc_status *run_eval(eval_state *S, const cli_args *a) {
   if (S->cls_train.ds) DSC_TRY(choose_sizes(S, &S->cls_train, &S->cls_val, 0));
   if (S->seg_val.ds) DSC_TRY(choose_sizes(S, S->seg_train.ds ? &S->seg_train : &S->seg_val, &S->seg_val, 1));
   dsc_feature_backbone_config bc = {.weights = o->weights, .depth = o->depth, .small_stem = o->small_stem,
-                                    .seed = (uint64_t)o->seed, .threads = (int)o->threads};
+                                    .seed = (uint64_t)o->seed, .threads = (int)o->threads,
+                                    .allow_partial = o->allow_partial};
   DSC_TRY(dsc_status_wrap(dsc_feature_backbone_open(&bc, &S->m), "dsc eval: --weights %s", o->weights));
   if (!o->quiet)
     fprintf(stderr, "dsc eval: weights %s (%s, resnet%d, %s stem), %d thread(s)\n", o->weights,
@@ -582,7 +583,7 @@ static void eval_state_free(eval_state *S) {
 static dsc_status *read_options(const cli_args *a, eval_opts *o) {
   DSC_TRY(parse_protocols(a, &o->protocols));
   o->weights = cli_get(a, "weights");
-  if (!o->weights) return dsc_errorf("dsc eval needs --weights (a .safetensors checkpoint or export, or random)");
+  if (!o->weights) return dsc_errorf("dsc eval needs --weights (a dsc checkpoint or export, a .pth, or random)");
   o->out = cli_get(a, "out");
   const char *arch = cli_get(a, "arch"), *stem = cli_get(a, "stem");
   o->depth = 0;
@@ -610,6 +611,7 @@ static dsc_status *read_options(const cli_args *a, eval_opts *o) {
   DSC_TRY(cli_get_int(a, "max-train", 0, 1L << 40, &o->max_train));
   DSC_TRY(cli_get_int(a, "max-val", 0, 1L << 40, &o->max_val));
   o->strict = cli_get(a, "strict") != NULL;
+  o->allow_partial = cli_get(a, "allow-partial") != NULL;
   o->quiet = cli_get(a, "quiet") != NULL;
   DSC_TRY(cli_get_int(a, "knn-k", 1, 100000, &v));
   o->knn_k = (int)v;
@@ -660,7 +662,8 @@ int cmd_eval(int argc, char **argv) {
   snprintf(d_wd, sizeof d_wd, "%g", lin.weight_decay);
   snprintf(d_ci, sizeof d_ci, "%d", clu.iters);
   cli_option opts[] = {
-      {"weights", 1, NULL, "a dsc checkpoint, an exported/torchvision-named .safetensors, or random", NULL},
+      {"weights", 1, NULL, "a dsc checkpoint or export, torchvision/timm ResNet weights (.safetensors or .pth), or random", NULL},
+      {"allow-partial", 0, NULL, "load the tensors that match; list the others (default: exact match only)", NULL},
       {"arch", 1, NULL, "resnet18|resnet34|resnet50: required with random, checked against a file", NULL},
       {"stem", 1, NULL, "standard|small: for random (default standard), checked against a file", NULL},
       {"seed", 1, NULL, "seed of the random initialization (default 0)", NULL},

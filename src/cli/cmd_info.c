@@ -1,4 +1,5 @@
-/* cmd_info.c: `dsc info FILE` — the tensors and metadata of a safetensors file. */
+/* cmd_info.c: `dsc info FILE` — the tensors and metadata of a safetensors file (or of the state
+ * dict of a PyTorch .pth, read as dsc_weights_open does). */
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "dsc/safetensors.h"
@@ -7,7 +8,7 @@ int cmd_info(int argc, char **argv) {
   cli_args a = {.command = "info"};
   if (cli_report(cli_parse(&a, argc, argv))) return 2;
   if (a.help) {
-    cli_print_help(&a, "dsc info FILE.safetensors",
+    cli_print_help(&a, "dsc info FILE (.safetensors, or a PyTorch .pth: its state dict)",
                    "Lists every tensor (name, dtype, shape, size) and the metadata of a file.", stdout);
     return 0;
   }

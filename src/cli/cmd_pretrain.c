@@ -35,11 +35,12 @@ static void on_signal(int sig) {
 
 static void usage(FILE *out) {
   fprintf(out,
-          "usage: dsc pretrain [--config FILE] [--resume] [key=value ...]\n\n"
+          "usage: dsc pretrain [--config FILE] [--resume] [--allow-partial] [key=value ...]\n\n"
           "Self-supervised pretraining of a ResNet backbone (MoCo-v2, DenseCL, DSC) on a folder of\n"
           "images. Writes a run folder (run.out): config.ini, metrics.jsonl, checkpoint.safetensors.\n"
           "Configuration keys (file sections [method] [model] [data] [aug] [optim] [run], or key=value\n"
-          "on the command line; docs/config.md):\n\n");
+          "on the command line; docs/config.md). --resume is run.resume=1, --allow-partial is\n"
+          "model.allow_partial=1 (model.init need not match the backbone exactly; docs/export.md):\n\n");
   dsc_config_print_keys(out);
 }
 
@@ -325,7 +326,7 @@ int cmd_pretrain(int argc, char **argv) {
   memset(&r, 0, sizeof r);
   dsc_config_defaults(&r.cfg);
   const char *config_file = NULL;
-  int resume = 0;
+  int resume = 0, allow_partial = 0;
   for (int i = 0; i < argc; i++) {
     if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
       usage(stdout);
@@ -341,9 +342,11 @@ int cmd_pretrain(int argc, char **argv) {
       config_file = argv[i] + 9;
     } else if (!strcmp(argv[i], "--resume")) {
       resume = 1;
+    } else if (!strcmp(argv[i], "--allow-partial")) {
+      allow_partial = 1;
     } else if (!strncmp(argv[i], "--", 2) || !strchr(argv[i], '=')) {
       fprintf(stderr, "dsc: error: dsc pretrain: unknown argument \"%s\" (options: --config FILE, "
-              "--resume, key=value; see dsc pretrain --help)\n", argv[i]);
+              "--resume, --allow-partial, key=value; see dsc pretrain --help)\n", argv[i]);
       return 2;
     }
   }
@@ -357,6 +360,7 @@ int cmd_pretrain(int argc, char **argv) {
     if (cli_report(dsc_config_set_arg(&r.cfg, argv[i]))) return 2;
   }
   if (resume) r.cfg.resume = 1;
+  if (allow_partial) r.cfg.allow_partial = 1;
   if (cli_report(dsc_config_finalize(&r.cfg))) return 2;
 
   struct sigaction sa;

@@ -127,7 +127,7 @@ typedef struct maps_opts {
   const char *weights[VIZ_MAX_WEIGHTS];
   int n_weights;
   long images, size, cell, clusters, threads, seed, depth, small_stem, max_train;
-  int probe;
+  int probe, allow_partial;
 } maps_opts;
 
 /* Column header of a weights file: "random init", else its base name without ".safetensors",
@@ -288,7 +288,8 @@ static dsc_status *viz_maps(const maps_opts *o) {
     int random = !strcmp(o->weights[wi], "random");
     dsc_feature_backbone_config bc = {.weights = o->weights[wi], .depth = random ? (int)o->depth : 0,
                                       .small_stem = random ? (int)o->small_stem : -1,
-                                      .seed = (uint64_t)o->seed, .threads = (int)o->threads};
+                                      .seed = (uint64_t)o->seed, .threads = (int)o->threads,
+                                      .allow_partial = o->allow_partial};
     dsc_feature_config fc = {.size = size, .resize = resize, .batch = n, .max_images = n, .strict = 1,
                              .what = "shown images"};
     st = dsc_status_wrap(dsc_feature_backbone_open(&bc, &m), "--weights %s", o->weights[wi]);
@@ -431,7 +432,8 @@ static int cmd_viz_maps(int argc, char **argv) {
       {"seed", 1, "0", "random initialization and k-means seed", NULL},
       {"threads", 1, "0", "CPU threads (0: all cores)", NULL},
       {"out", 1, NULL, "output .png", NULL},
-      {"weights", 1, NULL, "a checkpoint, an exported backbone or random (repeat for several columns)", NULL},
+      {"weights", 1, NULL, "a checkpoint, an exported backbone, torchvision weights (.safetensors, .pth) or random (repeat for several columns)", NULL},
+      {"allow-partial", 0, NULL, "load the tensors that match; list the others (default: exact match only)", NULL},
   };
   cli_args a = {.command = "viz maps", .opts = opts, .n_opts = sizeof opts / sizeof opts[0]};
   dsc_status *pst = cli_parse(&a, n_rest, rest);
@@ -450,6 +452,7 @@ static int cmd_viz_maps(int argc, char **argv) {
   if (o.n_weights == 0) return viz_usage_error("maps needs --weights W (one or more)");
   o.data = cli_get(&a, "data"), o.split = cli_get(&a, "split"), o.out = cli_get(&a, "out");
   o.probe = cli_get(&a, "probe") != NULL;
+  o.allow_partial = cli_get(&a, "allow-partial") != NULL;
   const char *arch = cli_get(&a, "arch"), *stem = cli_get(&a, "stem");
   o.depth = !strcmp(arch, "resnet18") ? 18 : !strcmp(arch, "resnet34") ? 34 : !strcmp(arch, "resnet50") ? 50 : 0;
   o.small_stem = !strcmp(stem, "small") ? 1 : !strcmp(stem, "standard") ? 0 : -2;

@@ -105,7 +105,11 @@ static const config_key config_keys[] = {
     {"model.dim", KEY_INT, FIELD(dim), "128", 1, INF, 0, NULL,
      "embedding dimension D of the necks"},
     {"model.init", KEY_STRING, FIELD(init), "", 0, 0, KEY_EMPTY_OK, NULL,
-     "initial backbone weights, a .safetensors file (empty = random initialization)"},
+     "initial backbone weights: a dsc checkpoint or export, torchvision/timm ResNet weights as "
+     ".safetensors or PyTorch .pth (empty = random initialization)"},
+    {"model.allow_partial", KEY_INT, FIELD(allow_partial), "0", 0, 1, 0, NULL,
+     "1 = model.init may miss, add or mis-shape tensors (listed in the load report; the rest "
+     "keeps its random initialization); 0 = anything but an exact backbone match is an error"},
 
     {"data.path", KEY_STRING, FIELD(data_path), "", 0, 0, KEY_EMPTY_OK, NULL,
      "dataset location (required by pretrain)"},

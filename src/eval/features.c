@@ -44,7 +44,8 @@ static dsc_status *copy_metadata(const dsc_safetensors *f, dsc_feature_backbone 
 }
 
 static dsc_status *backbone_open(const dsc_feature_backbone_config *cfg, dsc_feature_backbone *m) {
-  if (!cfg->weights || !*cfg->weights) return dsc_errorf("no weights given (a .safetensors file or \"random\")");
+  if (!cfg->weights || !*cfg->weights)
+    return dsc_errorf("no weights given (a .safetensors or .pth file, or \"random\")");
   if (cfg->depth != 0 && cfg->depth != 18 && cfg->depth != 34 && cfg->depth != 50)
     return dsc_errorf("unsupported ResNet depth %d (18, 34 or 50)", cfg->depth);
   if (cfg->small_stem < -1 || cfg->small_stem > 1) return dsc_errorf("invalid stem choice %d", cfg->small_stem);
@@ -61,7 +62,7 @@ static dsc_status *backbone_open(const dsc_feature_backbone_config *cfg, dsc_fea
     m->cfg.small_stem = cfg->small_stem == 1;
     m->source = DSC_WEIGHTS_RANDOM;
   } else {
-    DSC_TRY(dsc_st_open(cfg->weights, &f));
+    DSC_TRY(dsc_weights_open(cfg->weights, &f));
     dsc_status *st = dsc_weights_detect_resnet(f, &m->cfg, &prefix);
     if (!st && cfg->depth && cfg->depth != m->cfg.depth)
       st = dsc_errorf("%s holds a resnet%d backbone, not the resnet%d asked for", cfg->weights,
@@ -69,7 +70,7 @@ static dsc_status *backbone_open(const dsc_feature_backbone_config *cfg, dsc_fea
     if (!st && cfg->small_stem >= 0 && cfg->small_stem != m->cfg.small_stem)
       st = dsc_errorf("%s holds a ResNet with the %s stem, not the %s stem asked for", cfg->weights,
                       m->cfg.small_stem ? "small" : "standard", cfg->small_stem ? "small" : "standard");
-    m->source = prefix[0] ? DSC_WEIGHTS_CHECKPOINT : DSC_WEIGHTS_EXPORTED;
+    m->source = !strcmp(prefix, "backbone.") ? DSC_WEIGHTS_CHECKPOINT : DSC_WEIGHTS_EXPORTED;
     if (!st) st = copy_metadata(f, m);
     if (st) {
       dsc_st_close(f);
@@ -79,7 +80,8 @@ static dsc_status *backbone_open(const dsc_feature_backbone_config *cfg, dsc_fea
   dsc_status *st = dsc_backend_cpu_new(m->threads, &m->be);
   if (!st) st = dsc_backbone_create(&m->net, m->be, &m->cfg, 0, cfg->seed);
   if (!st && f) {
-    st = dsc_weights_load(f, &m->net.table, "", prefix, m->net.host_params, m->net.host_buffers, 0);
+    st = dsc_weights_load(f, &m->net.table, "", prefix, m->net.host_params, m->net.host_buffers,
+                          cfg->allow_partial);
     if (!st) st = dsc_backbone_upload(&m->net);
   }
   dsc_st_close(f);

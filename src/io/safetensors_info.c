@@ -6,6 +6,7 @@
  * longer than INFO_VALUE_MAX bytes are cut at a UTF-8 character boundary and end in "...".
  */
 #include "dsc/safetensors.h"
+#include "dsc/weights.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -58,7 +59,7 @@ static void info_human_bytes(char *buf, size_t cap, double bytes) {
 
 dsc_status *dsc_st_print_info(const char *path, FILE *out) {
   dsc_safetensors *f;
-  DSC_TRY(dsc_st_open(path, &f));
+  DSC_TRY(dsc_weights_open(path, &f));
   int n = dsc_st_count(f);
   char **names = calloc(n ? (size_t)n : 1, sizeof *names);
   if (!names) {

@@ -41,7 +41,7 @@ dsc_status *dsc_backbone_download(dsc_backbone *m) {
 
 dsc_status *dsc_backbone_load(dsc_backbone *m, const char *path, int allow_partial) {
   dsc_safetensors *f = NULL;
-  DSC_TRY(dsc_st_open(path, &f));
+  DSC_TRY(dsc_weights_open(path, &f));
   dsc_resnet_config cfg;
   const char *prefix = "";
   dsc_status *st = dsc_weights_detect_resnet(f, &cfg, &prefix);

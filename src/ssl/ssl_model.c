@@ -130,14 +130,17 @@ dsc_status *dsc_ssl_model_create(dsc_ssl_model *m, dsc_backend *be, const dsc_co
   st = NULL;
   if (cfg->init[0]) {
     dsc_safetensors *f = NULL;
-    st = dsc_st_open(cfg->init, &f);
+    st = dsc_weights_open(cfg->init, &f);
     dsc_resnet_config fc;
     const char *fprefix = "";
     if (!st) st = dsc_weights_detect_resnet(f, &fc, &fprefix);
     if (!st && (fc.depth != rc.depth || fc.small_stem != rc.small_stem))
       st = dsc_errorf("%s holds a resnet%d (stem %s), but model.arch=%s model.stem=%s", cfg->init,
                       fc.depth, fc.small_stem ? "small" : "standard", cfg->arch, cfg->stem);
-    if (!st) st = dsc_weights_load(f, &m->table, "backbone.", fprefix, hp, hb, 0);
+    if (!st) st = dsc_weights_load(f, &m->table, "backbone.", fprefix, hp, hb, cfg->allow_partial);
+    if (!st)
+      fprintf(stderr, "model.init: backbone loaded from %s (resnet%d, %s stem, names under \"%s\")\n",
+              cfg->init, fc.depth, fc.small_stem ? "small" : "standard", fprefix);
     dsc_st_close(f);
     st = dsc_status_wrap(st, "model.init");
   }
