@@ -4,6 +4,7 @@
 #   make asan       the tests under AddressSanitizer + UBSan (separate build folder)
 #   make fuzz       libFuzzer harness for the safetensors reader (clang)
 #   make fuzz-image libFuzzer harness for the JPEG/PNG decoders (clang)
+#   make fuzz-pth   libFuzzer harness for the PyTorch .pth reader (zip, legacy, pickle machine)
 #   make golden     regenerate tests/golden/ with tools/reference/ (needs python3-torch)
 #   make bench      build/bench_ops, the per-op benchmark (docs/performance.md)
 #   make test-gpu   the CUDA backend's tests (parity with the CPU backend, every method's step);
@@ -53,7 +54,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CUDA_SRC:%.cu=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test test-gpu asan fuzz fuzz-image golden bench clean
+.PHONY: all test test-gpu asan fuzz fuzz-image fuzz-pth golden bench clean
 all: $(BUILD)/libdsc.a $(BIN_DIR)/dsc
 
 $(BUILD)/%.o: %.c
@@ -95,7 +96,7 @@ asan:
 fuzz:
 	@mkdir -p $(BUILD)/fuzz
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc \
-	  -o $(BUILD)/fuzz/fuzz_safetensors tests/fuzz/fuzz_safetensors.c src/io/safetensors.c src/core/status.c src/core/dtype.c -ljansson
+	  -o $(BUILD)/fuzz/fuzz_safetensors tests/fuzz/fuzz_safetensors.c src/io/safetensors.c src/io/atomic_file.c src/core/status.c src/core/dtype.c -ljansson
 
 fuzz-image:
 	@mkdir -p $(BUILD)/fuzz
@@ -103,6 +104,11 @@ fuzz-image:
 	  -o $(BUILD)/fuzz/fuzz_image tests/fuzz/fuzz_image.c src/data/image_decode.c src/data/image_jpeg.c \
 	  src/data/image_png.c src/data/image_resize.c src/core/status.c src/core/dtype.c -lturbojpeg -lpng -lz -lm
 
+fuzz-pth:
+	@mkdir -p $(BUILD)/fuzz
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc \
+	  -o $(BUILD)/fuzz/fuzz_pth tests/fuzz/fuzz_pth.c src/io/pth_read.c src/io/pickle_read.c \
+	  src/io/safetensors.c src/io/atomic_file.c src/core/status.c src/core/dtype.c -ljansson -lzip
 bench: $(BUILD)/bench_ops
 
 $(BUILD)/bench_ops: bench/bench_ops.c $(BUILD)/libdsc.a
@@ -112,6 +118,7 @@ golden:
 	/usr/bin/python3 tools/reference/make_golden.py tests/golden
 	/usr/bin/python3 tools/reference/make_loss_golden_contrast.py tests/golden/loss_contrast.safetensors
 	/usr/bin/python3 tools/reference/make_loss_golden_cluster.py tests/golden/loss_cluster.safetensors
+	/usr/bin/python3 tools/reference/make_detectron2_names.py tests/golden/detectron2_r50_names.txt
 
 clean:
 	rm -rf build build-asan bin
