@@ -305,7 +305,7 @@ static dsc_status *push_long(load_state *st, uint64_t n) {
 }
 
 static dsc_status *memo_put(load_state *st, uint64_t idx) {
-  dsc_pickle_value *v;
+  dsc_pickle_value *v = NULL;
   DSC_TRY(top(st, &v));
   /* Python numbers memo entries 0, 1, 2, ...: an index is never above the bytes read so far */
   if (idx >= DSC_PICKLE_MAX_MEMO || idx > st->pos - st->start) {
@@ -523,7 +523,7 @@ static dsc_status *step(load_state *st, bool *stop, dsc_pickle_value **result) {
   dsc_pickle_reader *r = st->r;
   const unsigned char *p = NULL;
   uint64_t u;
-  dsc_pickle_value *a, *b, *c, **items = NULL;
+  dsc_pickle_value *a = NULL, *b = NULL, *c = NULL, **items = NULL;
   size_t n = 0;
   st->op_at = st->pos;
   st->op = st->buf[st->pos++];
@@ -658,8 +658,8 @@ static dsc_status *step(load_state *st, bool *stop, dsc_pickle_value **result) {
         return fail(st, what);
       }
     case OP_GLOBAL: {
-      const char *mod, *name;
-      size_t nmod, nname;
+      const char *mod = NULL, *name = NULL;
+      size_t nmod = 0, nname = 0;
       DSC_TRY(take_line(st, &mod, &nmod));
       DSC_TRY(take_line(st, &name, &nname));
       a = value_alloc(r, DSC_PV_GLOBAL);
