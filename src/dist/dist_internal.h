@@ -62,8 +62,7 @@ static inline dsc_status *dist_check_root(int root, int world, const char *what)
 static inline void dist_host_divide(void *buf, size_t n, dsc_dtype dtype, int world) {
   if (dtype == DSC_F32) {
     float *x = (float *)buf;
-    float inv = 1.0f / (float)world;
-    for (size_t i = 0; i < n; i++) x[i] *= inv;
+    for (size_t i = 0; i < n; i++) x[i] /= (float)world;
   } else {
     double *x = (double *)buf;
     for (size_t i = 0; i < n; i++) x[i] /= (double)world;
