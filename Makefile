@@ -32,11 +32,24 @@ NVCCFLAGS ?= -O3 -g
 NVCCFLAGS += -std=c++17 $(CUDA_ARCH) -Iinclude -Isrc -I$(CUDA_HOME)/include -I$(CUDNN_HOME)/include \
   -Xcompiler -Wall,-Wextra,-Wno-unused-parameter -MMD -MP
 CUDA_LIBDIRS := $(sort $(wildcard $(CUDA_HOME)/lib64 $(CUDA_HOME)/lib $(CUDNN_HOME)/lib64 $(CUDNN_HOME)/lib))
-MPICC := $(shell command -v mpicc 2>/dev/null)
+MPI ?= 1
+MPICC := $(if $(filter 1,$(MPI)),$(shell command -v mpicc 2>/dev/null))
+# NCCL (multi-GPU collectives of src/dist/dist_nccl.c): with MPI (its bootstrap) and the CUDA backend.
+NCCL_FOUND := $(if $(and $(MPICC),$(NVCC)),$(and $(wildcard $(CUDA_HOME)/include/nccl.h),$(wildcard $(addsuffix /libnccl.so,$(CUDA_LIBDIRS)))))
 DNNL_VERSION := $(shell awk '/define DNNL_VERSION_(MAJOR|MINOR|PATCH)/{v = v (v ? "." : "") $$3} END {print v}' /usr/include/oneapi/dnnl/dnnl_version.h 2>/dev/null)
 $(info dsc build: CPU backend (oneDNN $(DNNL_VERSION)) - always)
 $(info dsc build: CUDA: $(if $(NVCC),nvcc found at $(NVCC) - CUDA backend built (cuDNN/cuBLAS from $(CUDA_LIBDIRS)),not found - CPU only))
-$(info dsc build: MPI:  $(if $(MPICC),mpicc found at $(MPICC) - no dist/ layer in this version yet,not found - single process))
+$(info dsc build: MPI:  $(if $(MPICC),mpicc found at $(MPICC) - multi-process training (dist/ layer with MPI),$(if $(filter 1,$(MPI)),not found,off (MPI=0)) - single process))
+$(info dsc build: NCCL: $(if $(NCCL_FOUND),found ($(CUDA_HOME)/include/nccl.h) - multi-GPU collectives,not found$(if $(MPICC),, or MPI off) - no multi-GPU runs))
+ifneq ($(MPICC),)
+CFLAGS += -DDSC_HAVE_MPI
+$(BUILD)/src/dist/%.o: CFLAGS += $(shell $(MPICC) --showme:compile)
+LDLIBS += $(shell $(MPICC) --showme:link)
+endif
+ifneq ($(NCCL_FOUND),)
+$(BUILD)/src/dist/%.o: CFLAGS += -DDSC_HAVE_NCCL -I$(CUDA_HOME)/include
+LDLIBS += -lnccl
+endif
 
 LIB_SRC  := $(shell find src -name '*.c' ! -path 'src/cli/*' | sort)
 comma    := ,
