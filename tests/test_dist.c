@@ -181,6 +181,9 @@ typedef struct mpi_ctx {
   dsc_dist *d;
   dsc_backend *be;
   int rank, world;
+  /* The timeout check's buffer: a collective that timed out keeps it in MPI's use until
+   * dsc_dist_close (dist_mpi.c), so it lives as long as the communicator. */
+  double late;
 } mpi_ctx;
 
 /* n elements of dtype in the CPU backend's memory (host memory; the backend collectives). */
@@ -397,16 +400,16 @@ static double mpi_now(void) {
  * timeout. Rank 1 then joins late so the pending collective completes and every rank finalizes
  * cleanly in dsc_dist_close. Returns this rank's verdict (judged on the ranks that wait). */
 static int mpi_check_timeout(mpi_ctx *c) {
-  double x = 1;
+  c->late = 1;
   if (c->rank == 1) {
     struct timespec ts = {(time_t)MPI_CHECK_TIMEOUT_S + 1, 0};
     nanosleep(&ts, NULL);
-    dsc_status_free(dsc_dist_allreduce_host(c->d, &x, 1, DSC_F64, DSC_REDUCE_SUM));
+    dsc_status_free(dsc_dist_allreduce_host(c->d, &c->late, 1, DSC_F64, DSC_REDUCE_SUM));
     return 0;
   }
   test_current_failed = 0;
   double t0 = mpi_now();
-  dsc_status *st = dsc_dist_allreduce_host(c->d, &x, 1, DSC_F64, DSC_REDUCE_SUM);
+  dsc_status *st = dsc_dist_allreduce_host(c->d, &c->late, 1, DSC_F64, DSC_REDUCE_SUM);
   double waited = mpi_now() - t0;
   char want[160];
   snprintf(want, sizeof want, "collective allreduce (8 bytes) did not complete within %g s on rank %d",
@@ -485,8 +488,8 @@ static int mpi_wait_main(void) {
   dsc_dist *d = NULL;
   dsc_status *st = dsc_dist_open(60, &d);
   if (!st && dsc_dist_rank(d) == 1) printf("PID %ld\n", (long)getpid());
+  double x = 1; /* outlives a failed collective, which may still write it until the abort */
   while (!st) {
-    double x = 1;
     st = dsc_dist_allreduce_host(d, &x, 1, DSC_F64, DSC_REDUCE_SUM);
     struct timespec ts = {0, 10 * 1000 * 1000};
     nanosleep(&ts, NULL);
