@@ -101,6 +101,7 @@ typedef struct dsc_config {
   int resume;               /* 0 */
   char dump_step[DSC_CONFIG_PATH_MAX]; /* "" = no dump */
   int64_t dump_at;          /* -1 */
+  double dist_timeout;      /* 600 s: longest wait of one collective (several processes) */
 } dsc_config;
 
 /* Every key at its default. */

@@ -39,6 +39,9 @@ typedef enum dsc_reduce_op {
 dsc_status *dsc_dist_open(double timeout_s, dsc_dist **out);
 int dsc_dist_rank(const dsc_dist *d);
 int dsc_dist_world(const dsc_dist *d);
+/* This process's index among the processes on its host (the GPU it takes: run.device=cuda
+ * with several processes uses device local_rank). */
+int dsc_dist_local_rank(const dsc_dist *d);
 /* One line for logs, e.g. "MPI (Open MPI v4.1.4), 2 processes on 1 host(s)" or "single process". */
 const char *dsc_dist_describe(const dsc_dist *d);
 

@@ -85,6 +85,8 @@ typedef struct dsc_ssl_model {
   void *work;               /* per-step work memory (src/ssl/ssl_step.c) */
   float *staged;            /* dsc_ssl_stage_batch's two views (device backends) */
   size_t staged_floats;
+  struct dsc_dist *dist;    /* NULL: one process; else data-parallel over dsc_dist_world ranks */
+  int rank, world;          /* 0 and 1 for one process */
 } dsc_ssl_model;
 
 /* Builds the model for cfg (finalized) with its initialization from cfg->seed; when
@@ -92,12 +94,19 @@ typedef struct dsc_ssl_model {
  * as a copy of the online one. */
 dsc_status *dsc_ssl_model_create(dsc_ssl_model *m, dsc_backend *be, const dsc_config *cfg);
 void dsc_ssl_model_free(dsc_ssl_model *m);
+/* Makes the model one rank of a data-parallel run (include/dsc/dist.h; the batches given to
+ * dsc_ssl_step are then this rank's slice of the global batch, in rank order) and makes every
+ * rank's state rank 0's (parameters, momentum encoder, SGD state, BN statistics, queues,
+ * centroids: broadcast), so call it after any checkpoint load. With several processes each
+ * process is one BN group (METHOD.md §5: method.bn_groups is ignored). */
+dsc_status *dsc_ssl_model_set_dist(dsc_ssl_model *m, struct dsc_dist *dist);
 
 /* Checks the constraints that need the input size (METHOD.md §3-5): every BN group holds more
  * than one value per channel, k_nei < pixels, clusters <= pixels of a batch. */
 dsc_status *dsc_ssl_check_input(const dsc_ssl_model *m, int n, int size);
 
-/* One training step on views a (query) and b (key), each (n, size, size, 3) NHWC normalized,
+/* One training step on views a (query) and b (key), each (n, size, size, 3) NHWC normalized
+ * (with several ranks: this rank's n images of the global batch of n * world),
  * in BACKEND memory (dsc_ssl_stage_batch puts host views there), at learning rate lr. On a
  * non-finite loss, gradient or updated parameter the step returns an error naming the step and
  * the term or tensor; the model's state is then unusable and must not be saved (the step is

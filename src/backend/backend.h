@@ -182,6 +182,10 @@ int dsc_backend_cuda_compiled(void);
  * `threads` CPU threads (src/backend/backend_open.c); clear errors for what cannot be had. */
 dsc_status *dsc_backend_open(const char *device, const char *precision, int threads,
                              dsc_backend **out);
+/* The same on GPU `gpu` (-1: the current device) when the device is cuda: how each process of a
+ * multi-process run takes its own GPU (its local rank). */
+dsc_status *dsc_backend_open_gpu(const char *device, const char *precision, int threads, int gpu,
+                                 dsc_backend **out);
 
 #ifdef __cplusplus
 }

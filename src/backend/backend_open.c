@@ -7,6 +7,11 @@
 
 dsc_status *dsc_backend_open(const char *device, const char *precision, int threads,
                              dsc_backend **out) {
+  return dsc_backend_open_gpu(device, precision, threads, -1, out);
+}
+
+dsc_status *dsc_backend_open_gpu(const char *device, const char *precision, int threads, int gpu,
+                                 dsc_backend **out) {
   *out = NULL;
   int bf16 = strcmp(precision, "bf16") == 0;
   if (!bf16 && strcmp(precision, "fp32") != 0)
@@ -18,6 +23,6 @@ dsc_status *dsc_backend_open(const char *device, const char *precision, int thre
     return dsc_backend_cpu_new(threads, out);
   }
   if (strcmp(device, "cuda") == 0)
-    return dsc_status_wrap(dsc_backend_cuda_new(-1, bf16, out), "run.device=cuda");
+    return dsc_status_wrap(dsc_backend_cuda_new(gpu, bf16, out), "run.device=cuda");
   return dsc_errorf("run.device=%s: expected cpu or cuda", device);
 }

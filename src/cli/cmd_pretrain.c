@@ -22,6 +22,7 @@
 #include "cli/commands.h"
 #include "cli/synthetic.h"
 #include "dsc/config.h"
+#include "dsc/dist.h"
 #include "dsc/loader.h"
 #include "dsc/optim.h"
 #include "dsc/ssl.h"
@@ -115,6 +116,8 @@ typedef struct run_state {
   size_t images;
   int64_t per_epoch, total;
   char ckpt[DSC_CONFIG_PATH_MAX + 64];
+  dsc_dist *dist;  /* the communicator (one process: rank 0 of 1) */
+  int rank, world; /* rank 0 alone writes files and progress */
 } run_state;
 
 static void warn_to_stderr(void *ctx, const char *msg) {
@@ -123,7 +126,8 @@ static void warn_to_stderr(void *ctx, const char *msg) {
 }
 
 static dsc_status *save(run_state *r, int64_t step, double lr, int numbered) {
-  dsc_ssl_meta meta = {step, step / r->per_epoch, r->total, (int64_t)r->images, lr, 1};
+  if (r->rank != 0) return NULL; /* every rank holds the same state; rank 0 writes it */
+  dsc_ssl_meta meta = {step, step / r->per_epoch, r->total, (int64_t)r->images, lr, r->world};
   char also[DSC_CONFIG_PATH_MAX + 64];
   snprintf(also, sizeof also, "%s/checkpoint-%08lld.safetensors", r->cfg.out, (long long)step);
   return dsc_ssl_save(&r->model, &meta, r->ckpt, numbered ? also : NULL);
@@ -150,11 +154,19 @@ static void compare_configs(const dsc_config *now, const dsc_config *then, const
 
 static dsc_status *run(run_state *r, int *interrupted) {
   dsc_config *cfg = &r->cfg;
+  const int lead = r->rank == 0; /* writes the run folder and reports progress */
   if (!cfg->data_path[0])
     return dsc_errorf("data.path is not set: give the image folder, e.g. dsc pretrain data.path=DIR");
-  DSC_TRY(make_dirs(cfg->out, "run.out"));
+  if (cfg->batch % r->world != 0)
+    return dsc_errorf("data.batch=%d (the global batch) is not divisible by the %d processes", cfg->batch,
+                      r->world);
+  if (r->world > 1 && cfg->dump_step[0])
+    return dsc_errorf("run.dump_step: step dumps are written by single-process runs only in this version "
+                      "(run the same configuration without mpirun to dump a step)");
   snprintf(r->ckpt, sizeof r->ckpt, "%s/checkpoint.safetensors", cfg->out);
-  int have_ckpt = file_exists(r->ckpt);
+  if (lead) DSC_TRY(make_dirs(cfg->out, "run.out"));
+  /* Only rank 0 needs the run folder: the others receive its state (dsc_ssl_model_set_dist). */
+  int have_ckpt = lead ? file_exists(r->ckpt) : cfg->resume;
   if (have_ckpt && !cfg->resume)
     return dsc_errorf("run.out=%s already holds a checkpoint: continue it with --resume (run.resume=1) "
                       "or choose another run.out", cfg->out);
@@ -177,18 +189,25 @@ static dsc_status *run(run_state *r, int *interrupted) {
   dsc_lr_schedule sched = {cfg->lr, cfg->batch, r->total, cfg->warmup_steps};
   DSC_TRY(dsc_lr_schedule_check(&sched));
 
-  DSC_TRY(dsc_backend_open(cfg->device, cfg->precision, cfg->threads, &r->be));
+  /* Several processes on a machine: each takes the GPU of its local rank. */
+  DSC_TRY(dsc_backend_open_gpu(cfg->device, cfg->precision, cfg->threads,
+                               r->world > 1 ? dsc_dist_local_rank(r->dist) : -1, &r->be));
   DSC_TRY(dsc_ssl_model_create(&r->model, r->be, cfg));
   r->model_ready = 1;
-  DSC_TRY(dsc_ssl_check_input(&r->model, cfg->batch, cfg->size));
+  const int local_batch = cfg->batch / r->world;
 
   int64_t start = 0;
   double lr = 0;
-  if (cfg->resume) {
+  if (cfg->resume && lead) {
     dsc_ssl_meta meta;
     dsc_config then;
     dsc_config_defaults(&then);
     DSC_TRY(dsc_ssl_meta_read(r->ckpt, &meta, &then));
+    if (meta.world_size != r->world)
+      return dsc_errorf("%s was written by a run of %d process%s; this run has %d: resume with the same "
+                        "number of processes (mpirun -np %d), or start a new run from its backbone with "
+                        "model.init=%s", r->ckpt, meta.world_size, meta.world_size == 1 ? "" : "es",
+                        r->world, meta.world_size, r->ckpt);
     compare_configs(cfg, &then, r->ckpt);
     DSC_TRY(dsc_ssl_load(&r->model, r->ckpt));
     start = meta.step;
@@ -196,27 +215,38 @@ static dsc_status *run(run_state *r, int *interrupted) {
     r->model.step = start;
     fprintf(stderr, "dsc: resuming %s at step %lld of %lld\n", r->ckpt, (long long)start, (long long)r->total);
   }
+  if (r->world > 1) {
+    /* Every rank continues from rank 0's state (its initialization or its checkpoint). */
+    DSC_TRY(dsc_ssl_model_set_dist(&r->model, r->dist));
+    start = r->model.step;
+    if (lead) fprintf(stderr, "dsc: %s; global batch %d = %d x %d images, one BN group per process\n",
+                      dsc_dist_describe(r->dist), cfg->batch, r->world, local_batch);
+  }
+  DSC_TRY(dsc_ssl_check_input(&r->model, local_batch, cfg->size));
   int dumping = cfg->dump_step[0] != 0;
   int64_t dump_at = cfg->dump_at >= 0 ? cfg->dump_at : start;
   if (dumping && (dump_at < start || dump_at >= r->total))
     return dsc_errorf("run.dump_at=%lld is outside the steps this run takes [%lld, %lld)",
                       (long long)dump_at, (long long)start, (long long)r->total);
   if (start >= r->total) {
-    fprintf(stderr, "dsc: %s is already at step %lld of %lld: nothing to do\n", r->ckpt,
+    if (lead) fprintf(stderr, "dsc: %s is already at step %lld of %lld: nothing to do\n", r->ckpt,
             (long long)start, (long long)r->total);
     return NULL;
   }
 
   char path[DSC_CONFIG_PATH_MAX + 64];
-  snprintf(path, sizeof path, "%s/config.ini", cfg->out);
-  DSC_TRY(dsc_config_write_ini(cfg, path));
-  snprintf(path, sizeof path, "%s/metrics.jsonl", cfg->out);
-  DSC_TRY(metrics_truncate(path, start));
-  r->metrics = fopen(path, "a");
-  if (!r->metrics) return dsc_errorf("cannot open %s: %s", path, strerror(errno));
+  if (lead) {
+    snprintf(path, sizeof path, "%s/config.ini", cfg->out);
+    DSC_TRY(dsc_config_write_ini(cfg, path));
+    snprintf(path, sizeof path, "%s/metrics.jsonl", cfg->out);
+    DSC_TRY(metrics_truncate(path, start));
+    r->metrics = fopen(path, "a");
+    if (!r->metrics) return dsc_errorf("cannot open %s: %s", path, strerror(errno));
+  }
 
   dsc_loader_config lc = {.batch = cfg->batch, .workers = cfg->workers > 0 ? cfg->workers : (cfg->threads > 0 ? cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN)),
                           .prefetch = 2, .drop_last = 1, .shuffle = 1, .seed = cfg->seed,
+                          .rank = r->rank, .world = r->world,
                           .strict = cfg->strict, .warn = warn_to_stderr};
   dsc_aug_config_default(&lc.aug, cfg->size);
   lc.aug.scale_min = cfg->scale_min, lc.aug.scale_max = cfg->scale_max;
@@ -224,7 +254,7 @@ static dsc_status *run(run_state *r, int *interrupted) {
   lc.aug.blur_p = cfg->blur_p, lc.aug.flip_p = cfg->flip_p;
   DSC_TRY(dsc_loader_open(r->ds, &lc, &r->loader));
 
-  int tty = isatty(2);
+  int tty = lead && isatty(2);
   double t_start = synthetic_now_s(), data_time = 0;
   int64_t imgs_since = 0, last_saved = start;
   double t_window = t_start, loss_first = 0, loss_last = 0;
@@ -255,15 +285,21 @@ static dsc_status *run(run_state *r, int *interrupted) {
     const float *va = NULL, *vb = NULL;
     dsc_status *st = dsc_ssl_stage_batch(&r->model, b->a, b->b, b->n, b->size, &va, &vb);
     if (!st) st = dsc_ssl_step(&r->model, va, vb, b->n, b->size, lr, &info, NULL);
+    if (!st && r->world > 1) {
+      /* A signal may reach the ranks at different steps: they stop together. */
+      int64_t stop = stop_requested;
+      st = dsc_dist_allreduce_host(r->dist, &stop, 1, DSC_I64, DSC_REDUCE_MAX);
+      stop_requested = (int)stop;
+    }
     if (st)
       return dsc_status_wrap(st, "training stopped; the last good checkpoint is %s (step %lld)",
                              last_saved > 0 || cfg->resume ? r->ckpt : "(none yet)", (long long)last_saved);
     if (s == start) loss_first = info.loss_total;
     loss_last = info.loss_total;
-    imgs_since += b->n;
+    imgs_since += (int64_t)b->n * r->world;
     double now = synthetic_now_s();
     int last = s + 1 == r->total;
-    if ((s + 1) % cfg->log_every == 0 || last || s == start) {
+    if (lead && ((s + 1) % cfg->log_every == 0 || last || s == start)) {
       double ips = imgs_since / fmax(now - t_window, 1e-9);
       fprintf(r->metrics,
               "{\"step\": %lld, \"epoch\": %lld, \"lr\": %.9g, \"loss\": %.9g, \"loss_ins\": %.9g, "
@@ -299,13 +335,14 @@ static dsc_status *run(run_state *r, int *interrupted) {
     }
     if (stop_requested && !last) {
       if (tty) fputc('\n', stderr);
-      fprintf(stderr, "dsc: interrupted: saved %s at step %lld; continue with --resume\n", r->ckpt,
+      if (lead) fprintf(stderr, "dsc: interrupted: saved %s at step %lld; continue with --resume\n", r->ckpt,
               (long long)(s + 1));
       *interrupted = 1;
       return NULL;
     }
   }
   if (tty) fputc('\n', stderr);
+  if (!lead) return NULL;
   size_t bad = dsc_loader_bad_count(r->loader);
   fprintf(stderr, "dsc: done: %lld steps in %.1f s, loss %.4f at step %lld -> %.4f at step %lld\n",
           (long long)r->total, synthetic_now_s() - t_start, loss_first, (long long)start, loss_last,
@@ -363,6 +400,8 @@ int cmd_pretrain(int argc, char **argv) {
   if (allow_partial) r.cfg.allow_partial = 1;
   if (cli_report(dsc_config_finalize(&r.cfg))) return 2;
 
+  if (cli_report(dsc_dist_open(r.cfg.dist_timeout, &r.dist))) return 1;
+  r.rank = dsc_dist_rank(r.dist), r.world = dsc_dist_world(r.dist);
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;
@@ -375,6 +414,16 @@ int cmd_pretrain(int argc, char **argv) {
   if (r.model_ready) dsc_ssl_model_free(&r.model);
   if (r.be) r.be->destroy(r.be);
   dsc_dataset_free(r.ds);
-  if (st) return cli_report(st);
+  if (st) {
+    if (r.world > 1) {
+      /* This rank cannot go on: say which, and end the others rather than leave them waiting. */
+      cli_report(dsc_status_wrap(st, "rank %d of %d", r.rank, r.world));
+      dsc_dist_abort(r.dist, 1);
+      return 1;
+    }
+    dsc_dist_close(r.dist);
+    return cli_report(st);
+  }
+  dsc_dist_close(r.dist);
   return interrupted ? 130 : 0;
 }

@@ -170,6 +170,9 @@ static const config_key config_keys[] = {
      "write the step dump into this folder and stop (empty = no dump; fp32 only)"},
     {"run.dump_at", KEY_INT64, FIELD(dump_at), "-1", -1, INF, 0, NULL,
      "step to dump (-1 = the first step the run takes)"},
+    {"run.dist_timeout", KEY_DOUBLE, FIELD(dist_timeout), "600", 1, INF, 0, NULL,
+     "several processes: seconds a collective may wait for the other ranks before the job is "
+     "ended (a rank died or hung; docs/distributed.md)"},
 };
 
 #define NKEYS ((int)(sizeof config_keys / sizeof config_keys[0]))

@@ -46,6 +46,7 @@
 
 struct dsc_dist {
   int rank, world;
+  int local_rank;   /* ranks before this one on the same host */
   int mpi_on;       /* MPI is initialized and used by this communicator */
   int mpi_owned;    /* we called MPI_Init_thread, so close finalizes */
   double timeout_s;
@@ -153,6 +154,8 @@ static dsc_status *dist_describe_mpi(dsc_dist *d) {
       seen = strncmp(all + (size_t)r * sizeof name, all + (size_t)q * sizeof name, sizeof name) == 0;
     hosts += !seen;
   }
+  for (int q = 0; q < d->rank; q++)
+    d->local_rank += strncmp(all + (size_t)q * sizeof name, all + (size_t)d->rank * sizeof name, sizeof name) == 0;
   free(all);
   snprintf(d->describe, sizeof d->describe, "MPI (%s), %d process%s on %d host(s)", version,
            d->world, d->world == 1 ? "" : "es", hosts);
@@ -220,6 +223,7 @@ dsc_status *dsc_dist_open(double timeout_s, dsc_dist **out) {
 
 int dsc_dist_rank(const dsc_dist *d) { return d ? d->rank : 0; }
 int dsc_dist_world(const dsc_dist *d) { return d ? d->world : 1; }
+int dsc_dist_local_rank(const dsc_dist *d) { return d ? d->local_rank : 0; }
 const char *dsc_dist_describe(const dsc_dist *d) { return d ? d->describe : "single process"; }
 
 void dist_test_set_max_count(dsc_dist *d, size_t elems) {

@@ -38,6 +38,7 @@ dsc_status *dsc_dist_open(double timeout_s, dsc_dist **out) {
 
 int dsc_dist_rank(const dsc_dist *d) { return 0; }
 int dsc_dist_world(const dsc_dist *d) { return 1; }
+int dsc_dist_local_rank(const dsc_dist *d) { return 0; }
 const char *dsc_dist_describe(const dsc_dist *d) { return "single process"; }
 
 void dist_test_set_max_count(dsc_dist *d, size_t elems) {}

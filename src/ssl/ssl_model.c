@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dsc/dist.h"
 #include "dsc/rng.h"
 #include "dsc/safetensors.h"
 #include "dsc/weights.h"
@@ -61,6 +62,7 @@ dsc_status *dsc_ssl_model_create(dsc_ssl_model *m, dsc_backend *be, const dsc_co
   memset(m, 0, sizeof *m);
   m->be = be;
   m->cfg = *cfg;
+  m->world = 1;
   dsc_method me = cfg->method;
   m->has_dense = me != DSC_METHOD_MOCO_V2;
   m->has_protos = me == DSC_METHOD_DSC_PM || me == DSC_METHOD_DSC_CE;
@@ -152,6 +154,34 @@ dsc_status *dsc_ssl_model_create(dsc_ssl_model *m, dsc_backend *be, const dsc_co
   free(hp);
   free(hb);
   return st;
+}
+
+dsc_status *dsc_ssl_model_set_dist(dsc_ssl_model *m, dsc_dist *dist) {
+  m->dist = dist;
+  m->rank = dist ? dsc_dist_rank(dist) : 0;
+  m->world = dist ? dsc_dist_world(dist) : 1;
+  if (m->world == 1) return NULL;
+  ssl_step_work_free(m); /* planned for one process's sizes */
+  DSC_TRY(dsc_dist_bind(dist, m->be));
+  /* Every rank starts from rank 0's state: the same seed gives the same initialization, but a
+   * model.init file or a checkpoint read on each rank need not be the same bytes everywhere. */
+  const size_t pn = m->table.param_numel, bn = m->table.buffer_numel ? m->table.buffer_numel : 1;
+  const size_t qn = (size_t)m->cfg.dim * (size_t)m->queue_len;
+  struct { void *p; size_t bytes; } state[] = {
+      {m->params, pn * sizeof(float)},          {m->momentum, pn * sizeof(float)},
+      {m->buffers, bn * sizeof(float)},         {m->key_params, m->encoder_numel * sizeof(float)},
+      {m->key_buffers, bn * sizeof(float)},     {m->queue_g, qn * sizeof(float)},
+      {m->queue_d, m->has_dense ? qn * sizeof(float) : 0},
+      {m->centroids, m->has_km ? (size_t)m->cfg.clusters * m->cfg.dim * sizeof(float) : 0},
+  };
+  for (size_t i = 0; i < sizeof state / sizeof state[0]; i++)
+    if (state[i].bytes) DSC_TRY(dsc_dist_broadcast(dist, state[i].p, state[i].bytes, 0));
+  int64_t counters[5] = {m->queue_ptr, m->step, m->km_initialized, m->online.num_batches_tracked,
+                         m->key.num_batches_tracked};
+  DSC_TRY(dsc_dist_broadcast_host(dist, counters, sizeof counters, 0));
+  m->queue_ptr = counters[0], m->step = counters[1], m->km_initialized = (int)counters[2];
+  m->online.num_batches_tracked = counters[3], m->key.num_batches_tracked = counters[4];
+  return NULL;
 }
 
 void dsc_ssl_model_free(dsc_ssl_model *m) {
