@@ -9,6 +9,7 @@ packages=(
   libdnnl-dev                           # oneDNN: CPU convolution and GEMM (dnnl_sgemm)
   libjansson-dev                        # JSON (safetensors headers, metrics)
   libzip-dev                            # zip container of PyTorch .pth files (export, import)
+  openmpi-bin libopenmpi-dev            # multi-process training (mpirun, the dist/ layer)
   libturbojpeg0-dev libpng-dev zlib1g-dev  # image decoding
   clang libclang-rt-dev                 # libFuzzer harness, sanitizer runtimes
   python3-torch python3-torchvision python3-numpy python3-pil  # fixtures and interop tests only
