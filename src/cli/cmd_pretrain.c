@@ -160,9 +160,6 @@ static dsc_status *run(run_state *r, int *interrupted) {
   if (cfg->batch % r->world != 0)
     return dsc_errorf("data.batch=%d (the global batch) is not divisible by the %d processes", cfg->batch,
                       r->world);
-  if (r->world > 1 && cfg->dump_step[0])
-    return dsc_errorf("run.dump_step: step dumps are written by single-process runs only in this version "
-                      "(run the same configuration without mpirun to dump a step)");
   snprintf(r->ckpt, sizeof r->ckpt, "%s/checkpoint.safetensors", cfg->out);
   if (lead) DSC_TRY(make_dirs(cfg->out, "run.out"));
   /* Only rank 0 needs the run folder: the others receive its state (dsc_ssl_model_set_dist). */
@@ -274,11 +271,11 @@ static dsc_status *run(run_state *r, int *interrupted) {
     lr = dsc_lr_at(&sched, s);
     dsc_ssl_step_info info;
     if (dumping && s == dump_at) {
-      DSC_TRY(make_dirs(cfg->dump_step, "run.dump_step"));
+      if (lead) DSC_TRY(make_dirs(cfg->dump_step, "run.dump_step"));
       snprintf(path, sizeof path, "%s/step.safetensors", cfg->dump_step);
-      dsc_ssl_meta meta = {s, e, r->total, (int64_t)r->images, lr, 1};
+      dsc_ssl_meta meta = {s, e, r->total, (int64_t)r->images, lr, r->world};
       DSC_TRY(dsc_ssl_dump_step(&r->model, b->a, b->b, b->n, b->size, lr, &meta, path, &info));
-      fprintf(stderr, "dsc: wrote the dump of step %lld to %s (loss %.6g); stopping\n", (long long)s,
+      if (lead) fprintf(stderr, "dsc: wrote the dump of step %lld to %s (loss %.6g); stopping\n", (long long)s,
               path, info.loss_total);
       return NULL;
     }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dsc/dist.h"
 #include "dsc/safetensors.h"
 #include "ssl/ssl_internal.h"
 
@@ -18,19 +19,40 @@ static float *to_nchw(const float *x, int n, int s) {
   return y;
 }
 
-/* a, b: host views. */
+/* The views of every rank, in rank order (host memory): the global batch of the dump. */
+static dsc_status *gather_views(dsc_ssl_model *m, const float *x, size_t floats, float **out) {
+  *out = malloc(floats * (size_t)m->world * sizeof **out);
+  if (!*out) return dsc_errorf("out of memory for the step dump");
+  return dsc_dist_allgather_host(m->dist, x, *out, floats * sizeof **out);
+}
+
+/* a, b: host views (with several ranks: this rank's; rank 0 writes the global batch). */
 dsc_status *dsc_ssl_dump_step(dsc_ssl_model *m, const float *a, const float *b, int n, int size,
                               double lr, const dsc_ssl_meta *meta, const char *path,
                               dsc_ssl_step_info *info) {
   const dsc_config *cfg = &m->cfg;
   if (strcmp(cfg->precision, "fp32") != 0)
     return dsc_errorf("run.dump_step: a step dump is defined for run.precision=fp32 only");
+  const int n_local = n;
+  float *ga = NULL, *gb = NULL;
+  if (m->world > 1) {
+    size_t floats = (size_t)n * size * size * 3;
+    dsc_status *gst = gather_views(m, a, floats, &ga);
+    if (!gst) gst = gather_views(m, b, floats, &gb);
+    if (gst) {
+      free(ga);
+      free(gb);
+      return dsc_status_wrap(gst, "run.dump_step");
+    }
+    n = n * m->world; /* from here on n is the global batch, as in the dump */
+  }
+  const float *a_all = ga ? ga : a, *b_all = gb ? gb : b;
   dsc_ssl_snapshot before, after;
   DSC_TRY(dsc_ssl_snapshot_take(m, &before));
   memset(&after, 0, sizeof after);
   dsc_ssl_capture cap = {0};
   dsc_status *st = NULL;
-  float *ia = to_nchw(a, n, size), *ib = to_nchw(b, n, size);
+  float *ia = to_nchw(a_all, n, size), *ib = to_nchw(b_all, n, size);
   float *grads = NULL;
   int64_t *buf = NULL;
   dsc_st_writer *w = NULL;
@@ -54,15 +76,17 @@ dsc_status *dsc_ssl_dump_step(dsc_ssl_model *m, const float *a, const float *b, 
     cap.ce_target = cap.km_history + n_hist;
     cap.km_init = km_init;
     const float *da = NULL, *db = NULL;
-    st = dsc_ssl_stage_batch(m, a, b, n, size, &da, &db);
-    if (!st) st = dsc_ssl_step(m, da, db, n, size, lr, info, &cap);
+    st = dsc_ssl_stage_batch(m, a, b, n_local, size, &da, &db);
+    if (!st) st = dsc_ssl_step(m, da, db, n_local, size, lr, info, &cap);
   }
   size_t pn = m->table.param_numel;
   if (!st && !(grads = malloc(pn * sizeof *grads))) st = dsc_errorf("out of memory for the step dump");
   if (!st) st = m->be->download(m->be, grads, m->grads, pn * sizeof *grads);
   if (!st) st = dsc_ssl_snapshot_take(m, &after);
+  const int writer = m->rank == 0; /* every rank runs the step; rank 0 writes */
   float losses[4] = {(float)info->loss_ins, (float)info->loss_pix, (float)info->loss_sem,
                      (float)info->loss_total};
+  if (!writer) goto done;
   if (!st) st = dsc_st_writer_new(&w);
   if (!st) st = dsc_ssl_meta_add(m, meta, w);
   int64_t ishape[4] = {n, 3, size, size};
@@ -92,6 +116,7 @@ dsc_status *dsc_ssl_dump_step(dsc_ssl_model *m, const float *a, const float *b, 
   }
   if (!st) st = dsc_ssl_snapshot_add(m, &after, w, "after.");
   if (!st) st = dsc_st_writer_save(w, path);
+done:
   dsc_st_writer_free(w);
   dsc_ssl_snapshot_free(&before);
   dsc_ssl_snapshot_free(&after);
@@ -100,5 +125,7 @@ dsc_status *dsc_ssl_dump_step(dsc_ssl_model *m, const float *a, const float *b, 
   free(grads);
   free(buf);
   free(km_init);
+  free(ga);
+  free(gb);
   return dsc_status_wrap(st, "run.dump_step");
 }

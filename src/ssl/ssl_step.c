@@ -252,6 +252,17 @@ static dsc_status *capture_i64(dsc_backend *be, int64_t *dst, const int32_t *src
   return st;
 }
 
+/* capture_i64 of the rows of every rank, in rank order: `n` int32 per rank at src. */
+static dsc_status *capture_gathered(dsc_ssl_model *m, int64_t *dst, const int32_t *src, size_t n) {
+  if (m->world == 1) return capture_i64(m->be, dst, src, n);
+  int32_t *all = NULL;
+  DSC_TRY(m->be->alloc(m->be, n * (size_t)m->world * sizeof *all, (void **)&all));
+  dsc_status *st = dsc_dist_allgather(m->dist, src, all, n * sizeof *all);
+  if (!st) st = capture_i64(m->be, dst, all, n * (size_t)m->world);
+  m->be->free(m->be, all);
+  return st;
+}
+
 dsc_status *dsc_ssl_step(dsc_ssl_model *m, const float *a, const float *b, int n, int size,
                          double lr, dsc_ssl_step_info *info, dsc_ssl_capture *cap) {
   const dsc_config *cfg = &m->cfg;
@@ -486,13 +497,15 @@ dsc_status *dsc_ssl_step(dsc_ssl_model *m, const float *a, const float *b, int n
   }
 
   if (cap) {
+    /* The global batch's choices: this rank's rows are gathered from every rank; k-means and
+     * the cluster codes already ran on the global batch. */
     for (int i = 0; cap->perm_key && i < ng; i++) cap->perm_key[i] = perm[i];
-    if (cap->match && m->has_dense) DSC_TRY(capture_i64(be, cap->match, w->match, (size_t)np));
+    if (cap->match && m->has_dense) DSC_TRY(capture_gathered(m, cap->match, w->match, (size_t)np));
     if (cap->nei_idx && w->nei_idx)
-      DSC_TRY(capture_i64(be, cap->nei_idx, w->nei_idx, (size_t)np * cfg->k_nei));
+      DSC_TRY(capture_gathered(m, cap->nei_idx, w->nei_idx, (size_t)np * cfg->k_nei));
     if (cap->km_history && w->history)
-      DSC_TRY(capture_i64(be, cap->km_history, w->history, (size_t)np * cfg->km_iters));
-    if (cap->ce_target && w->ce_target) DSC_TRY(capture_i64(be, cap->ce_target, w->ce_target, (size_t)np));
+      DSC_TRY(capture_i64(be, cap->km_history, w->history, (size_t)npg * cfg->km_iters));
+    if (cap->ce_target && w->ce_target) DSC_TRY(capture_i64(be, cap->ce_target, w->ce_target, (size_t)npg));
   }
   return NULL;
 }

@@ -21,7 +21,8 @@ expect() {
 # float64 PyTorch implementation of METHOD.md: a 6-step run of `dsc pretrain WORDS` dumps step 2 (so
 # the momentum encoder, SGD buffers, queues and centroids are past their initial values) and
 # tools/reference/check_step.py checks the dump; one ok/bad line per method, named PREFIX + "step of M".
-# Needs $py (a python3 with torch) and $root (the repository).
+# Needs $py (a python3 with torch) and $root (the repository). $launch (e.g. "mpirun -np 2"), when
+# set, starts each run: several processes dump the global batch (rank 0 writes it).
 steps_match_reference() {
   local prefix=$1 m extra
   shift
@@ -31,7 +32,8 @@ steps_match_reference() {
     [ $m = dsc-ce ] && extra="method.freeze_prototypes_steps=3"
     rm -rf "$tmp/srun" "$tmp/dump"
     # shellcheck disable=SC2086
-    if "$dsc" pretrain "$@" method=$m optim.steps=6 optim.warmup_steps=1 method.momentum=0.9 \
+    # shellcheck disable=SC2086
+    if ${launch:-} "$dsc" pretrain "$@" method=$m optim.steps=6 optim.warmup_steps=1 method.momentum=0.9 \
         run.out="$tmp/srun" run.dump_step="$tmp/dump" run.dump_at=2 $extra > "$tmp/out" 2>&1 &&
        $py "$root/tools/reference/check_step.py" "$tmp/dump/step.safetensors" --quiet > "$tmp/check" 2>&1; then
       ok "${prefix}step of $m matches the PyTorch reference ($(tail -n 1 "$tmp/check")$(grep -o 'ReLU sign search.*' "$tmp/check" | sed 's/^/; /'))"

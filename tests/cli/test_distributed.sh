@@ -11,7 +11,8 @@
 # sees a wrong BN grouping. The learning rate is small (0.003) and the queue long (4096 random
 # columns) because at lr 0.3 with an 8-image queue the same thread change alone moves the
 # parameters by 2e-5 after 4 steps: the run is chaotic, not the implementation.
-# Also: a 2-process run resumes exactly; a resume with another number of processes is refused; a
+# Also: a step of every method with 2 processes matches the float64 PyTorch reference (step dump by
+# rank 0); a 2-process run resumes exactly; a resume with another number of processes is refused; a
 # killed rank ends the job instead of leaving the others waiting.
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -63,6 +64,16 @@ else bad "progress of a 2-process run: $(head -c 1200 "$tmp/out2")"; fi
 [ ! -e "$tmp/two_dsc-pm/checkpoint.safetensors.tmp"* ] &&
   $py -c "import sys,json,struct; h=open(sys.argv[1],'rb'); n=struct.unpack('<Q',h.read(8))[0]; m=json.loads(h.read(n))['__metadata__']; assert m['world_size']=='2', m['world_size']" \
     "$tmp/two_dsc-pm/checkpoint.safetensors" && ok "the checkpoint records world_size 2" || bad "world_size metadata"
+
+# One whole step of every method with 2 processes, dumped by rank 0 (the global batch, the global
+# permutation, the gradient of the global loss) and checked by the independent float64 PyTorch
+# implementation (tools/reference/check_step.py, which makes each process one BN group).
+launch="mpirun -np 2"
+# shellcheck disable=SC2086
+steps_match_reference "2 processes: " data.path="$tmp/scn/JPEGImages" model.arch=resnet18 model.stem=small \
+  data.size=16 data.batch=8 method.queue=32 model.dim=16 method.clusters=4 method.prototypes=6 \
+  run.threads=1 data.workers=1
+launch=""
 
 # Exact resume with 2 processes: 2 steps, then --resume to 4 = 4 straight.
 # shellcheck disable=SC2086
