@@ -8,6 +8,8 @@
 #ifndef DSC_TEST_H
 #define DSC_TEST_H
 
+#include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -102,6 +104,50 @@ static inline void test_temp_template(char *buf, size_t cap, const char *what) {
   if (n < 0 || (size_t)n + 7 > cap) n = 0;
   memset(buf + n, 'X', 6);
   buf[n + 6] = 0;
+}
+
+/* A fresh temporary folder (mkdtemp on test_temp_template(what)) for tests that write files. */
+typedef struct test_tmpdir {
+  char path[64];
+} test_tmpdir;
+
+static inline test_tmpdir test_tmpdir_make(const char *what) {
+  test_tmpdir d;
+  test_temp_template(d.path, sizeof d.path, what);
+  CHECK(mkdtemp(d.path) != NULL, "mkdtemp: %s", strerror(errno));
+  return d;
+}
+
+/* Entries of dir other than . and .. (-1 when it cannot be read); when tmps is not NULL, the
+ * names containing ".tmp." (left-over temporary files of an atomic write) are counted there. */
+static inline int test_dir_count(const char *dir, int *tmps) {
+  DIR *dp = opendir(dir);
+  int n = 0;
+  if (tmps) *tmps = 0;
+  if (!dp) return -1;
+  struct dirent *e;
+  while ((e = readdir(dp))) {
+    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+    n++;
+    if (tmps && strstr(e->d_name, ".tmp.")) (*tmps)++;
+  }
+  closedir(dp);
+  return n;
+}
+
+/* Removes the folder's plain files and empty subfolders, then the folder. */
+static inline void test_tmpdir_remove(const test_tmpdir *d) {
+  DIR *dp = opendir(d->path);
+  if (!dp) return;
+  struct dirent *e;
+  while ((e = readdir(dp))) {
+    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", d->path, e->d_name);
+    if (remove(p) != 0) rmdir(p);
+  }
+  closedir(dp);
+  rmdir(d->path);
 }
 
 static inline int test_main(const dsc_test *tests, int count, int argc, char **argv) {

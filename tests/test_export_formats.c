@@ -31,43 +31,6 @@
 
 #define CHECKER "/usr/bin/python3 tools/reference/check_export_formats.py"
 
-typedef struct tmpdir {
-  char path[64];
-} tmpdir;
-
-static tmpdir tmpdir_make(void) {
-  tmpdir d;
-  test_temp_template(d.path, sizeof d.path, "export");
-  CHECK(mkdtemp(d.path) != NULL, "mkdtemp: %s", strerror(errno));
-  return d;
-}
-
-/* Entries of dir other than . and .. */
-static int dir_count(const char *dir) {
-  DIR *dp = opendir(dir);
-  if (!dp) return -1;
-  int n = 0;
-  struct dirent *e;
-  while ((e = readdir(dp)))
-    if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
-  closedir(dp);
-  return n;
-}
-
-static void tmpdir_remove(const tmpdir *d) {
-  DIR *dp = opendir(d->path);
-  if (!dp) return;
-  struct dirent *e;
-  while ((e = readdir(dp))) {
-    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-    char p[512];
-    snprintf(p, sizeof p, "%s/%s", d->path, e->d_name);
-    remove(p);
-  }
-  closedir(dp);
-  rmdir(d->path);
-}
-
 /* Runs a shell command; a failed check (with the exit status) unless it exits 0. */
 static void run_checker(const char *cmd) {
   if (access("/usr/bin/python3", X_OK) != 0) {
@@ -166,7 +129,7 @@ static void test_pth_roundtrip(void) {
   static const dsc_dtype dt[] = {DSC_F32, DSC_F64, DSC_F16, DSC_BF16, DSC_I64,
                                  DSC_I32, DSC_I16, DSC_I8,  DSC_U8,   DSC_BOOL};
   fixture *fx = fixture_make(dt, (int)(sizeof dt / sizeof dt[0]), 0);
-  tmpdir d = tmpdir_make();
+  test_tmpdir d = test_tmpdir_make("export");
   char pth[128], pth2[128], expected[128], cmd[512];
   snprintf(pth, sizeof pth, "%s/model.pth", d.path);
   snprintf(pth2, sizeof pth2, "%s/again.pth", d.path);
@@ -193,9 +156,9 @@ static void test_pth_roundtrip(void) {
     run_checker(cmd);
     dsc_st_close(src);
   }
-  CHECK(dir_count(d.path) == 3, "%d entries in %s (a temporary file left?)", dir_count(d.path),
+  CHECK(test_dir_count(d.path, NULL) == 3, "%d entries in %s (a temporary file left?)", test_dir_count(d.path, NULL),
         d.path);
-  tmpdir_remove(&d);
+  test_tmpdir_remove(&d);
   fixture_free(fx);
 }
 
@@ -203,7 +166,7 @@ static void test_d2_roundtrip(void) {
   static const dsc_dtype dt[] = {DSC_F32, DSC_F64, DSC_F16, DSC_I64, DSC_I32, DSC_I16,
                                  DSC_I8,  DSC_U8,  DSC_BOOL, DSC_U16, DSC_U32, DSC_U64};
   fixture *fx = fixture_make(dt, (int)(sizeof dt / sizeof dt[0]), 1);
-  tmpdir d = tmpdir_make();
+  test_tmpdir d = test_tmpdir_make("export");
   char pkl[128], expected[128], cmd[512];
   snprintf(pkl, sizeof pkl, "%s/model.pkl", d.path);
   snprintf(expected, sizeof expected, "%s/expected.safetensors", d.path);
@@ -216,8 +179,8 @@ static void test_d2_roundtrip(void) {
     run_checker(cmd);
     dsc_st_close(src);
   }
-  CHECK(dir_count(d.path) == 2, "%d entries in %s", dir_count(d.path), d.path);
-  tmpdir_remove(&d);
+  CHECK(test_dir_count(d.path, NULL) == 2, "%d entries in %s", test_dir_count(d.path, NULL), d.path);
+  test_tmpdir_remove(&d);
   fixture_free(fx);
 }
 
@@ -237,7 +200,7 @@ static void test_many_tensors(void) {
       CHECK_OK(dsc_st_writer_meta(w, name, v));
     }
   }
-  tmpdir d = tmpdir_make();
+  test_tmpdir d = test_tmpdir_make("export");
   char pth[128], pkl[128], expected[128], cmd[512];
   snprintf(pth, sizeof pth, "%s/many.pth", d.path);
   snprintf(pkl, sizeof pkl, "%s/many.pkl", d.path);
@@ -254,7 +217,7 @@ static void test_many_tensors(void) {
     run_checker(cmd);
     dsc_st_close(src);
   }
-  tmpdir_remove(&d);
+  test_tmpdir_remove(&d);
   dsc_st_writer_free(w);
 }
 
@@ -267,7 +230,7 @@ static void test_dtype_errors(void) {
   CHECK_OK(dsc_st_writer_add(w, "counter", DSC_U16, 0, NULL, &u));
   dsc_safetensors *src = NULL;
   CHECK_OK(dsc_st_writer_open(w, "bad", &src));
-  tmpdir d = tmpdir_make();
+  test_tmpdir d = test_tmpdir_make("export");
   char pth[128], pkl[128];
   snprintf(pth, sizeof pth, "%s/x.pth", d.path);
   snprintf(pkl, sizeof pkl, "%s/x.pkl", d.path);
@@ -278,8 +241,8 @@ static void test_dtype_errors(void) {
     CHECK_ERR(dsc_detectron2_write(pkl, src, "a"), pkl);
     dsc_st_close(src);
   }
-  CHECK(dir_count(d.path) == 0, "%d entries left in %s", dir_count(d.path), d.path);
-  tmpdir_remove(&d);
+  CHECK(test_dir_count(d.path, NULL) == 0, "%d entries left in %s", test_dir_count(d.path, NULL), d.path);
+  test_tmpdir_remove(&d);
   dsc_st_writer_free(w);
 }
 
@@ -292,7 +255,7 @@ static void test_unwritable(void) {
   CHECK_OK(dsc_st_writer_add(w, "conv1.weight", DSC_F32, 1, shape, v));
   dsc_safetensors *src = NULL;
   CHECK_OK(dsc_st_writer_open(w, "x", &src));
-  tmpdir d = tmpdir_make();
+  test_tmpdir d = test_tmpdir_make("export");
   char pth[160], pkl[160];
   snprintf(pth, sizeof pth, "%s/missing/model.pth", d.path);
   snprintf(pkl, sizeof pkl, "%s/missing/model.pkl", d.path);
@@ -303,8 +266,8 @@ static void test_unwritable(void) {
     CHECK_ERR(dsc_pth_write(d.path, src), d.path);
     dsc_st_close(src);
   }
-  CHECK(dir_count(d.path) == 0, "%d entries left in %s", dir_count(d.path), d.path);
-  tmpdir_remove(&d);
+  CHECK(test_dir_count(d.path, NULL) == 0, "%d entries left in %s", test_dir_count(d.path, NULL), d.path);
+  test_tmpdir_remove(&d);
   dsc_st_writer_free(w);
 }
 
@@ -344,7 +307,7 @@ static void test_names_cases(void) {
 
 /* Every key of torchvision's resnet18 and resnet50, against MoCo's conversion in Python. */
 static void test_names_torchvision(void) {
-  tmpdir d = tmpdir_make();
+  test_tmpdir d = test_tmpdir_make("export");
   char tsv[128], cmd[256];
   snprintf(tsv, sizeof tsv, "%s/names.tsv", d.path);
   snprintf(cmd, sizeof cmd, CHECKER " names %s", tsv);
@@ -374,7 +337,7 @@ static void test_names_torchvision(void) {
   /* resnet18: 122 keys (fc weight and bias, 20 BN counters); resnet50: 320 (2 fc, 53) */
   CHECK(keys == 122 + 320, "%d keys", keys);
   CHECK(rejected == 2 + 20 + 2 + 53, "%d rejected", rejected);
-  tmpdir_remove(&d);
+  test_tmpdir_remove(&d);
 }
 
 /* Hex of a finished stream without PROTO (2 bytes) and STOP (1 byte). */

@@ -76,48 +76,6 @@ static dsc_safetensors *accept_header(const char *header, size_t data_len) {
   return f;
 }
 
-typedef struct tmpdir {
-  char path[64];
-} tmpdir;
-
-static tmpdir tmpdir_make(void) {
-  tmpdir d;
-  test_temp_template(d.path, sizeof d.path, "st");
-  CHECK(mkdtemp(d.path) != NULL, "mkdtemp: %s", strerror(errno));
-  return d;
-}
-
-/* Number of entries other than . and .. in dir; names containing ".tmp." counted in *tmps. */
-static int dir_count(const char *dir, int *tmps) {
-  DIR *dp = opendir(dir);
-  int n = 0;
-  *tmps = 0;
-  if (!dp) return -1;
-  struct dirent *e;
-  while ((e = readdir(dp))) {
-    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-    n++;
-    if (strstr(e->d_name, ".tmp.")) (*tmps)++;
-  }
-  closedir(dp);
-  return n;
-}
-
-/* Removes dir's plain files and empty subfolders, then dir. */
-static void tmpdir_remove(const tmpdir *d) {
-  DIR *dp = opendir(d->path);
-  if (!dp) return;
-  struct dirent *e;
-  while ((e = readdir(dp))) {
-    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-    char p[512];
-    snprintf(p, sizeof p, "%s/%s", d->path, e->d_name);
-    if (remove(p) != 0) rmdir(p);
-  }
-  closedir(dp);
-  rmdir(d->path);
-}
-
 static unsigned char *file_read(const char *path, size_t *size) {
   FILE *fp = fopen(path, "rb");
   if (!fp) return NULL;
@@ -336,7 +294,7 @@ static void test_reject_duplicate_names(void) {
 }
 
 static void test_reject_directory_and_missing(void) {
-  tmpdir d = tmpdir_make();
+  test_tmpdir d = test_tmpdir_make("st");
   dsc_safetensors *f = (dsc_safetensors *)1;
   dsc_status *st = dsc_st_open(d.path, &f);
   CHECK(st && strstr(st->msg, d.path) && strstr(st->msg, "is a directory"), "got \"%s\"",
@@ -360,7 +318,7 @@ static void test_reject_directory_and_missing(void) {
   CHECK(st && strncmp(st->msg, shortf, strlen(shortf)) == 0 && strstr(st->msg, "too short"),
         "got \"%s\"", st ? st->msg : "success");
   dsc_status_free(st);
-  tmpdir_remove(&d);
+  test_tmpdir_remove(&d);
 }
 
 /* ---- acceptance ---- */
@@ -396,7 +354,7 @@ static void test_accept_empty_and_order(void) {
 /* ---- writer and round trips ---- */
 
 static void test_roundtrip(void) {
-  tmpdir d = tmpdir_make();
+  test_tmpdir d = test_tmpdir_make("st");
   char path[128];
   snprintf(path, sizeof path, "%s/rt.safetensors", d.path);
 
@@ -499,13 +457,13 @@ static void test_roundtrip(void) {
   dsc_st_close(f);
 
   int tmps = 0;
-  CHECK(dir_count(d.path, &tmps) == 1 && tmps == 0, "folder holds more than the file");
-  tmpdir_remove(&d);
+  CHECK(test_dir_count(d.path, &tmps) == 1 && tmps == 0, "folder holds more than the file");
+  test_tmpdir_remove(&d);
 }
 
 /* Header lengths for every JSON length mod 8 are padded to a multiple of 8. */
 static void test_header_padding(void) {
-  tmpdir d = tmpdir_make();
+  test_tmpdir d = test_tmpdir_make("st");
   char path[128];
   snprintf(path, sizeof path, "%s/pad.safetensors", d.path);
   char name[16] = "";
@@ -536,7 +494,7 @@ static void test_header_padding(void) {
   CHECK_OK(dsc_st_open(path, &f));
   CHECK(f && dsc_st_count(f) == 0, "empty file");
   dsc_st_close(f);
-  tmpdir_remove(&d);
+  test_tmpdir_remove(&d);
 }
 
 static void test_writer_errors(void) {
@@ -561,7 +519,7 @@ static void test_writer_errors(void) {
 }
 
 static void test_atomic_save(void) {
-  tmpdir d = tmpdir_make();
+  test_tmpdir d = test_tmpdir_make("st");
   char path[128];
   snprintf(path, sizeof path, "%s/ckpt.safetensors", d.path);
   float v1[2] = {1, 2}, v2[2] = {3, 4};
@@ -584,7 +542,7 @@ static void test_atomic_save(void) {
   dsc_st_close(f);
   CHECK(got[0] == 3 && got[1] == 4, "overwrite: %g %g", got[0], got[1]);
   int tmps = 0;
-  CHECK(dir_count(d.path, &tmps) == 1 && tmps == 0, "temp file left behind");
+  CHECK(test_dir_count(d.path, &tmps) == 1 && tmps == 0, "temp file left behind");
 
   /* A failed save (the temp file cannot be created: a folder sits at its name) leaves the
    * old file as it was. */
@@ -611,7 +569,7 @@ static void test_atomic_save(void) {
   CHECK(mkdir(folder, 0700) == 0, "mkdir %s", folder);
   file_write(inside, "x");
   CHECK_ERR(dsc_st_writer_save(wr, folder), "renaming");
-  CHECK(dir_count(d.path, &tmps) == 2 && tmps == 0, "temp file left after a failed rename");
+  CHECK(test_dir_count(d.path, &tmps) == 2 && tmps == 0, "temp file left after a failed rename");
   remove(inside);
 
   /* A folder that does not exist: an error naming the path, nothing created. */
@@ -622,15 +580,15 @@ static void test_atomic_save(void) {
             strstr(st->msg, "No such file or directory"),
         "got \"%s\"", st ? st->msg : "success");
   dsc_status_free(st);
-  CHECK(dir_count(d.path, &tmps) == 2 && tmps == 0, "something was created");
+  CHECK(test_dir_count(d.path, &tmps) == 2 && tmps == 0, "something was created");
   dsc_st_writer_free(wr);
-  tmpdir_remove(&d);
+  test_tmpdir_remove(&d);
 }
 
 /* ---- float conversion ---- */
 
 static void test_read_f32(void) {
-  tmpdir d = tmpdir_make();
+  test_tmpdir d = test_tmpdir_make("st");
   char path[128];
   snprintf(path, sizeof path, "%s/conv.safetensors", d.path);
   /* F16: 1, -0, 65504 (max), 2^-24 (smallest subnormal), 2^-14 (smallest normal), 1023*2^-24
@@ -675,7 +633,7 @@ static void test_read_f32(void) {
   snprintf(want, sizeof want, "%s: tensor \"i\" has dtype I64, expected a float type", path);
   CHECK_ERR(dsc_st_read_f32(f, "i", got, 2), want);
   dsc_st_close(f);
-  tmpdir_remove(&d);
+  test_tmpdir_remove(&d);
 }
 
 /* ---- interoperability ---- */
@@ -727,7 +685,7 @@ static void test_python_seed(void) {
 /* ---- info listing ---- */
 
 static void test_print_info(void) {
-  tmpdir d = tmpdir_make();
+  test_tmpdir d = test_tmpdir_make("st");
   char path[128];
   snprintf(path, sizeof path, "%s/info.safetensors", d.path);
   float w[6] = {0};
@@ -769,7 +727,7 @@ static void test_print_info(void) {
   CHECK_ERR(dsc_st_print_info(missing, out), "none.safetensors: cannot open");
   fclose(out);
   free(text);
-  tmpdir_remove(&d);
+  test_tmpdir_remove(&d);
 }
 
 static const dsc_test tests[] = {

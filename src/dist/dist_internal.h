@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include <string.h>
+#include <time.h>
 
 #include "backend/backend.h"
 #include "backend/ssl_ops.h"
@@ -50,6 +51,23 @@ static inline dsc_status *dist_check_reduce(dsc_dtype dtype, dsc_reduce_op op, c
     return dsc_errorf("%s: MEAN needs a float dtype (F32, F64), not %s", what,
                       dsc_dtype_name(dtype));
   return NULL;
+}
+
+/* The wait loops' back-off between polls: sleeps *ns (nothing the first time), then doubles it
+ * from 1 us up to 1 ms. */
+static inline void dist_backoff(long *ns) {
+  if (*ns > 0) {
+    struct timespec ts = {0, *ns};
+    nanosleep(&ts, NULL);
+  }
+  *ns = *ns == 0 ? 1000 : (*ns * 2 > 1000000 ? 1000000 : *ns * 2);
+}
+
+/* The one message of a collective that ran out of time (MPI and NCCL alike). */
+static inline dsc_status *dist_timeout_error(const char *what, size_t bytes, double timeout_s, int rank) {
+  return dsc_errorf("collective %s (%zu bytes) did not complete within %g s on rank %d: "
+                    "another rank died, hung or took another path",
+                    what, bytes, timeout_s, rank);
 }
 
 static inline dsc_status *dist_check_root(int root, int world, const char *what) {

@@ -111,15 +111,9 @@ static dsc_status *dist_wait(dsc_dist *d, MPI_Request *req, const char *what, si
     if (now > deadline) {
       d->failed = 1;
       d->stuck = *req;
-      return dsc_errorf("collective %s (%zu bytes) did not complete within %g s on rank %d: "
-                        "another rank died, hung or took another path",
-                        what, bytes, d->timeout_s, d->rank);
+      return dist_timeout_error(what, bytes, d->timeout_s, d->rank);
     }
-    if (sleep_ns > 0) {
-      struct timespec ts = {0, sleep_ns};
-      nanosleep(&ts, NULL);
-    }
-    sleep_ns = sleep_ns == 0 ? 1000 : (sleep_ns * 2 > 1000000 ? 1000000 : sleep_ns * 2);
+    dist_backoff(&sleep_ns);
   }
 }
 

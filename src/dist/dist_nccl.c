@@ -90,15 +90,9 @@ static dsc_status *nccl_wait(dist_nccl *c, int with_stream, const char *what, si
     if (nccl_now() > deadline) {
       c->failed = 1;
       ncclCommAbort(c->comm);
-      return dsc_errorf("collective %s (%zu bytes) did not complete within %g s on rank %d: "
-                        "another rank died, hung or took another path",
-                        what, bytes, c->timeout_s, c->rank);
+      return dist_timeout_error(what, bytes, c->timeout_s, c->rank);
     }
-    if (sleep_ns > 0) {
-      struct timespec ts = {0, sleep_ns};
-      nanosleep(&ts, NULL);
-    }
-    sleep_ns = sleep_ns == 0 ? 1000 : (sleep_ns * 2 > 1000000 ? 1000000 : sleep_ns * 2);
+    dist_backoff(&sleep_ns);
   }
 }
 
