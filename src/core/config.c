@@ -114,7 +114,7 @@ static const config_key config_keys[] = {
     {"data.path", KEY_STRING, FIELD(data_path), "", 0, 0, KEY_EMPTY_OK, NULL,
      "dataset location (required by pretrain)"},
     {"data.format", KEY_STRING, FIELD(data_format), "folder", 0, 0, 0,
-     "folder|imagefolder|idx|seg", "dataset layout"},
+     "folder|imagefolder|idx|seg|cityscapes", "dataset layout"},
     {"data.split", KEY_STRING, FIELD(data_split), "train", 0, 0, 0, NULL,
      "split of an idx (train, t10k) or seg (train, val) dataset"},
     {"data.size", KEY_INT, FIELD(size), "224", 1, 4096, 0, NULL, "view size in pixels"},

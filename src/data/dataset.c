@@ -1,10 +1,11 @@
-/* dataset.c: the dataset index (include/dsc/dataset.h): folder, imagefolder, idx and seg sources.
+/* dataset.c: the dataset index (include/dsc/dataset.h): folder, imagefolder, idx, seg and
+ * cityscapes sources.
  *
  * Conventions: the index is built once by dsc_dataset_open and never changes afterwards, so
  * dsc_dataset_load is thread-safe. Paths are stored as malloc'ed strings; idx pixels and labels
  * are held in memory. Directory walks use stat (symlinks followed) and remember every visited
  * directory by (st_dev, st_ino): a directory met again is recorded as a problem, not walked.
- * Label PNGs (seg) are read here with libpng directly, because the index plane is wanted, not
+ * Label PNGs (seg, cityscapes) are read here with libpng directly, because the index plane is wanted, not
  * the RGB colours that dsc_image_decode_file produces.
  */
 #include "dsc/dataset.h"
@@ -71,13 +72,13 @@ static char *ds_join(const char *a, const char *b) {
 }
 
 dsc_status *dsc_dataset_format_parse(const char *name, dsc_dataset_format *out) {
-  static const char *names[] = {"folder", "imagefolder", "idx", "seg"};
-  for (int i = 0; i < 4; i++)
+  static const char *names[] = {"folder", "imagefolder", "idx", "seg", "cityscapes"};
+  for (int i = 0; i < 5; i++)
     if (name && strcmp(name, names[i]) == 0) {
       *out = (dsc_dataset_format)i;
       return NULL;
     }
-  return dsc_errorf("unknown data.format \"%s\" (folder, imagefolder, idx or seg)", name ? name : "");
+  return dsc_errorf("unknown data.format \"%s\" (folder, imagefolder, idx, seg or cityscapes)", name ? name : "");
 }
 
 const char *dsc_dataset_format_name(dsc_dataset_format f) {
@@ -86,6 +87,7 @@ const char *dsc_dataset_format_name(dsc_dataset_format f) {
   case DSC_DATASET_IMAGEFOLDER: return "imagefolder";
   case DSC_DATASET_IDX: return "idx";
   case DSC_DATASET_SEG: return "seg";
+  case DSC_DATASET_CITYSCAPES: return "cityscapes";
   }
   return "?";
 }
@@ -323,56 +325,284 @@ static char *ds_seg_image_path(const char *root, const char *id) {
   return ds_join(root, rel);
 }
 
-static dsc_status *ds_index_seg(dsc_dataset *ds, const char *split) {
-  char rel[512];
-  snprintf(rel, sizeof rel, "ImageSets/Segmentation/%s.txt", split);
-  char *list = ds_join(ds->root, rel);
-  if (!list) return dsc_errorf("out of memory indexing %s", ds->root);
+/* Reads a split list (one id per line, blank lines skipped, surrounding spaces trimmed) and
+ * appends its ids to *ids (malloc'ed strings). A missing file is an error naming it when
+ * `required`, else *found = 0 and nothing is read. */
+static dsc_status *ds_read_id_list(const char *list, int required, int *found, char ***ids,
+                                   size_t *n, size_t *cap) {
+  *found = 0;
   FILE *f = fopen(list, "r");
   if (!f) {
-    dsc_status *st = dsc_errorf("%s: cannot open the seg split list: %s", list, strerror(errno));
-    free(list);
-    return st;
+    if (!required && errno == ENOENT) return NULL;
+    return dsc_errorf("%s: cannot open the seg split list: %s", list, strerror(errno));
   }
+  *found = 1;
   dsc_status *st = NULL;
-  size_t cap_labels = 0;
   char line[1024];
   while (!st && fgets(line, sizeof line, f)) {
     char *s = line;
     while (isspace((unsigned char)*s)) s++;
-    size_t n = strlen(s);
-    while (n && isspace((unsigned char)s[n - 1])) s[--n] = 0;
-    if (!n) continue;
+    size_t len = strlen(s);
+    while (len && isspace((unsigned char)s[len - 1])) s[--len] = 0;
+    if (!len) continue;
     if (strchr(s, '/')) {
       st = dsc_errorf("%s: id \"%s\" contains '/'", list, s);
       break;
     }
+    if (*n == *cap) {
+      size_t nc = *cap ? 2 * *cap : 64;
+      char **v = realloc(*ids, nc * sizeof *v);
+      if (!v) {
+        st = dsc_errorf("out of memory reading %s", list);
+        break;
+      }
+      *ids = v;
+      *cap = nc;
+    }
+    if (!((*ids)[*n] = ds_strdup(s))) st = dsc_errorf("out of memory reading %s", list);
+    else (*n)++;
+  }
+  fclose(f);
+  return st;
+}
+
+static dsc_status *ds_seg_list_path(const char *root, const char *name, char **out) {
+  char rel[512];
+  snprintf(rel, sizeof rel, "ImageSets/Segmentation/%s.txt", name);
+  *out = ds_join(root, rel);
+  return *out ? NULL : dsc_errorf("out of memory indexing %s", root);
+}
+
+typedef struct ds_idpos {
+  char *id;
+  size_t pos;
+  int drop;
+} ds_idpos;
+
+static int ds_cmp_idpos(const void *a, const void *b) {
+  const ds_idpos *x = a, *y = b;
+  int c = strcmp(x->id, y->id);
+  return c ? c : (x->pos > y->pos) - (x->pos < y->pos);
+}
+
+/* The ids of `split`: <split>.txt; for "trainaug" without trainaug.txt, train.txt then the ids of
+ * aug.txt not already listed, minus those of val.txt (mmseg's voc_aug conversion). */
+static dsc_status *ds_seg_ids(const char *root, const char *split, char ***ids, size_t *n) {
+  *ids = NULL;
+  *n = 0;
+  size_t cap = 0;
+  int found;
+  char *list = NULL;
+  DSC_TRY(ds_seg_list_path(root, split, &list));
+  int is_trainaug = strcmp(split, "trainaug") == 0;
+  dsc_status *st = ds_read_id_list(list, !is_trainaug, &found, ids, n, &cap);
+  if (st || found) {
+    free(list);
+    return st;
+  }
+  /* trainaug.txt absent: build it from train.txt, aug.txt and val.txt, all three required */
+  char **aug = NULL, **val = NULL;
+  size_t n_aug = 0, n_val = 0, cap_aug = 0, cap_val = 0;
+  char *p_train = NULL, *p_aug = NULL, *p_val = NULL;
+  if ((st = ds_seg_list_path(root, "train", &p_train)) || (st = ds_seg_list_path(root, "aug", &p_aug)) ||
+      (st = ds_seg_list_path(root, "val", &p_val)))
+    goto done;
+  {
+    struct stat sb;
+    if (stat(p_aug, &sb) != 0) {
+      st = dsc_errorf("%s: cannot open the seg split list (nor %s, from which trainaug is built): %s", list,
+                      p_aug, strerror(errno));
+      goto done;
+    }
+  }
+  if ((st = ds_read_id_list(p_train, 1, &found, ids, n, &cap)) ||
+      (st = ds_read_id_list(p_aug, 1, &found, &aug, &n_aug, &cap_aug)) ||
+      (st = ds_read_id_list(p_val, 1, &found, &val, &n_val, &cap_val)))
+    goto done;
+  /* all = train ids then aug ids; keep the first occurrence of each id not in val.txt, in order */
+  size_t n_all = *n + n_aug;
+  ds_idpos *all = malloc((n_all ? n_all : 1) * sizeof *all);
+  char **kept = malloc((n_all ? n_all : 1) * sizeof *kept);
+  if (!all || !kept) {
+    free(all);
+    free(kept);
+    st = dsc_errorf("out of memory indexing %s", root);
+    goto done;
+  }
+  for (size_t i = 0; i < *n; i++) all[i] = (ds_idpos){(*ids)[i], i, 0};
+  for (size_t i = 0; i < n_aug; i++) all[*n + i] = (ds_idpos){aug[i], *n + i, 0};
+  qsort(val, n_val, sizeof *val, ds_cmp_str);
+  qsort(all, n_all, sizeof *all, ds_cmp_idpos);
+  for (size_t i = 0; i < n_all; i++)
+    all[i].drop = (i > 0 && strcmp(all[i].id, all[i - 1].id) == 0) ||
+                  bsearch(&all[i].id, val, n_val, sizeof *val, ds_cmp_str) != NULL;
+  for (size_t i = 0; i < n_all; i++) kept[all[i].pos] = all[i].drop ? NULL : all[i].id;
+  free(all);
+  /* the strings now live in kept[]; aug[] and the old *ids only lend them */
+  size_t k = 0;
+  for (size_t i = 0; i < n_all; i++) {
+    if (kept[i]) kept[k++] = kept[i];
+    else free(i < *n ? (*ids)[i] : aug[i - *n]);
+  }
+  free(*ids);
+  *ids = kept;
+  *n = k;
+  free(aug);
+  aug = NULL;
+  n_aug = 0;
+done:
+  ds_free_names(aug, n_aug);
+  ds_free_names(val, n_val);
+  free(p_train);
+  free(p_aug);
+  free(p_val);
+  free(list);
+  if (st) {
+    ds_free_names(*ids, *n);
+    *ids = NULL;
+    *n = 0;
+  }
+  return st;
+}
+
+/* Appends an image and its label map paths (taking ownership of both). */
+static dsc_status *ds_add_labelled(dsc_dataset *ds, char *img, char *lab, size_t *cap_labels) {
+  if (ds->n == *cap_labels) {
+    size_t cap = *cap_labels ? 2 * *cap_labels : 64;
+    char **lp = realloc(ds->label_paths, cap * sizeof *lp);
+    if (!lp) {
+      free(img);
+      free(lab);
+      return dsc_errorf("out of memory indexing %s", ds->root);
+    }
+    ds->label_paths = lp;
+    *cap_labels = cap;
+  }
+  ds->label_paths[ds->n] = lab;
+  dsc_status *st = ds_add_path(ds, img, -1);
+  if (st) free(lab);
+  return st;
+}
+
+static dsc_status *ds_index_seg(dsc_dataset *ds, const char *split) {
+  char **ids;
+  size_t n_ids;
+  DSC_TRY(ds_seg_ids(ds->root, split, &ids, &n_ids));
+  dsc_status *st = NULL;
+  size_t cap_labels = 0;
+  for (size_t i = 0; i < n_ids && !st; i++) {
     char lab_rel[1200];
-    snprintf(lab_rel, sizeof lab_rel, "SegmentationClass/%s.png", s);
-    char *img = ds_seg_image_path(ds->root, s), *lab = ds_join(ds->root, lab_rel);
+    snprintf(lab_rel, sizeof lab_rel, "SegmentationClassAug/%s.png", ids[i]);
+    char *lab = ds_join(ds->root, lab_rel);
+    struct stat sb;
+    if (lab && stat(lab, &sb) != 0) {
+      free(lab);
+      snprintf(lab_rel, sizeof lab_rel, "SegmentationClass/%s.png", ids[i]);
+      lab = ds_join(ds->root, lab_rel);
+    }
+    char *img = ds_seg_image_path(ds->root, ids[i]);
     if (!img || !lab) {
       free(img);
       free(lab);
       st = dsc_errorf("out of memory indexing %s", ds->root);
       break;
     }
-    if (ds->n == cap_labels) {
-      cap_labels = cap_labels ? 2 * cap_labels : 64;
-      char **lp = realloc(ds->label_paths, cap_labels * sizeof *lp);
-      if (!lp) {
+    st = ds_add_labelled(ds, img, lab, &cap_labels);
+  }
+  ds_free_names(ids, n_ids);
+  return st;
+}
+
+/* ---- cityscapes ---- */
+
+/* Cityscapes' label id -> train id (cityscapesScripts' labels.py); everything else is 255. */
+static const uint8_t ds_cityscapes_train_ids[][2] = {
+    {7, 0},   {8, 1},   {11, 2},  {12, 3},  {13, 4},  {17, 5},  {19, 6},  {20, 7},  {21, 8},  {22, 9},
+    {23, 10}, {24, 11}, {25, 12}, {26, 13}, {27, 14}, {28, 15}, {31, 16}, {32, 17}, {33, 18},
+};
+
+typedef struct ds_pair {
+  char *img, *lab;
+} ds_pair;
+
+static int ds_cmp_pair(const void *a, const void *b) {
+  return strcmp(((const ds_pair *)a)->img, ((const ds_pair *)b)->img);
+}
+
+static const char ds_cs_img_suffix[] = "_leftImg8bit.png";
+static const char ds_cs_lab_suffix[] = "_gtFine_labelIds.png";
+
+static dsc_status *ds_index_cityscapes(dsc_dataset *ds, const char *split) {
+  if (strchr(split, '/')) return dsc_errorf("cityscapes split \"%s\" contains '/'", split);
+  char rel[600];
+  snprintf(rel, sizeof rel, "leftImg8bit/%s", split);
+  char *dir = ds_join(ds->root, rel);
+  if (!dir) return dsc_errorf("out of memory indexing %s", ds->root);
+  struct stat sb;
+  if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+    dsc_status *st = dsc_errorf("%s: cannot open the cityscapes split directory: %s", dir,
+                                stat(dir, &sb) != 0 ? strerror(errno) : "not a directory");
+    free(dir);
+    return st;
+  }
+  char **cities;
+  size_t n_cities;
+  dsc_status *st = ds_list_dir(ds, dir, &cities, &n_cities);
+  size_t cap_labels = 0;
+  for (size_t c = 0; c < n_cities && !st; c++) {
+    char *cdir = ds_join(dir, cities[c]);
+    if (!cdir) {
+      st = dsc_errorf("out of memory indexing %s", ds->root);
+      break;
+    }
+    if (stat(cdir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+      ds->skipped++;
+      free(cdir);
+      continue;
+    }
+    char **files;
+    size_t n_files;
+    st = ds_list_dir(ds, cdir, &files, &n_files);
+    const size_t ns = sizeof ds_cs_img_suffix - 1;
+    for (size_t i = 0; i < n_files && !st; i++) {
+      size_t len = strlen(files[i]);
+      if (len <= ns || strcmp(files[i] + len - ns, ds_cs_img_suffix) != 0) {
+        ds->skipped++;
+        continue;
+      }
+      char lab_rel[1200];
+      snprintf(lab_rel, sizeof lab_rel, "gtFine/%s/%s/%.*s%s", split, cities[c], (int)(len - ns), files[i],
+               ds_cs_lab_suffix);
+      char *img = ds_join(cdir, files[i]), *lab = ds_join(ds->root, lab_rel);
+      if (!img || !lab) {
         free(img);
         free(lab);
         st = dsc_errorf("out of memory indexing %s", ds->root);
         break;
       }
-      ds->label_paths = lp;
+      if (stat(lab, &sb) != 0) {
+        st = dsc_errorf("%s: missing label map of %s: %s", lab, img, strerror(errno));
+        free(img);
+        free(lab);
+        break;
+      }
+      st = ds_add_labelled(ds, img, lab, &cap_labels);
     }
-    ds->label_paths[ds->n] = lab;
-    st = ds_add_path(ds, img, -1);
-    if (st) free(lab);
+    ds_free_names(files, n_files);
+    free(cdir);
   }
-  fclose(f);
-  free(list);
+  ds_free_names(cities, n_cities);
+  free(dir);
+  /* cities and files come in name order, which is path order except where a city name is a
+   * prefix of another ("a" and "a-b"): sort (image, label) pairs by image path to be sure */
+  if (!st && ds->n > 1) {
+    ds_pair *pairs = malloc(ds->n * sizeof *pairs);
+    if (!pairs) return dsc_errorf("out of memory indexing %s", ds->root);
+    for (size_t i = 0; i < ds->n; i++) pairs[i] = (ds_pair){ds->paths[i], ds->label_paths[i]};
+    qsort(pairs, ds->n, sizeof *pairs, ds_cmp_pair);
+    for (size_t i = 0; i < ds->n; i++) ds->paths[i] = pairs[i].img, ds->label_paths[i] = pairs[i].lab;
+    free(pairs);
+  }
   return st;
 }
 
@@ -600,6 +830,7 @@ dsc_status *dsc_dataset_open(const dsc_dataset_config *cfg, dsc_dataset **out) {
       st = dsc_errorf("idx split \"%s\" unknown (train, t10k, test or val)", split);
     else st = ds_index_idx(ds, split);
   } else if (cfg->format == DSC_DATASET_SEG) st = ds_index_seg(ds, split);
+  else if (cfg->format == DSC_DATASET_CITYSCAPES) st = ds_index_cityscapes(ds, split);
   else st = dsc_errorf("unknown dataset format %d", (int)cfg->format);
   free(ds->visited);
   ds->visited = NULL;
@@ -611,7 +842,8 @@ dsc_status *dsc_dataset_open(const dsc_dataset_config *cfg, dsc_dataset **out) {
     dsc_dataset_free(ds);
     return st;
   }
-  if (cfg->format == DSC_DATASET_FOLDER || cfg->format == DSC_DATASET_SEG) {
+  if (cfg->format == DSC_DATASET_FOLDER || cfg->format == DSC_DATASET_SEG ||
+      cfg->format == DSC_DATASET_CITYSCAPES) {
     free(ds->labels);
     ds->labels = NULL;
   }
@@ -647,7 +879,17 @@ int dsc_dataset_num_classes(const dsc_dataset *ds) { return ds->labels ? ds->n_c
 const char *dsc_dataset_class_name(const dsc_dataset *ds, int c) {
   return ds->class_names && c >= 0 && c < ds->n_classes ? ds->class_names[c] : NULL;
 }
-int dsc_dataset_has_label_maps(const dsc_dataset *ds) { return ds->format == DSC_DATASET_SEG; }
+int dsc_dataset_has_label_maps(const dsc_dataset *ds) {
+  return ds->format == DSC_DATASET_SEG || ds->format == DSC_DATASET_CITYSCAPES;
+}
+int dsc_dataset_map_classes(const dsc_dataset *ds) {
+  return ds->format == DSC_DATASET_CITYSCAPES ? DSC_CITYSCAPES_CLASSES : 0;
+}
+uint8_t dsc_cityscapes_train_id(int label_id) {
+  for (size_t k = 0; k < sizeof ds_cityscapes_train_ids / sizeof ds_cityscapes_train_ids[0]; k++)
+    if (ds_cityscapes_train_ids[k][0] == label_id) return ds_cityscapes_train_ids[k][1];
+  return 255;
+}
 size_t dsc_dataset_skipped_count(const dsc_dataset *ds) { return ds->skipped; }
 size_t dsc_dataset_problem_count(const dsc_dataset *ds) { return ds->n_problems; }
 void dsc_dataset_problem(const dsc_dataset *ds, size_t i, const char **path, const char **reason) {
@@ -696,6 +938,12 @@ dsc_status *dsc_dataset_load_scaled(const dsc_dataset *ds, size_t i, int denom, 
     if (st) {
       dsc_image_free(img);
       return st;
+    }
+    if (ds->format == DSC_DATASET_CITYSCAPES) { /* label ids -> train ids */
+      uint8_t lut[256];
+      for (int v = 0; v < 256; v++) lut[v] = dsc_cityscapes_train_id(v);
+      uint8_t *m = *label_map;
+      for (size_t p = 0, np = (size_t)img->w * (size_t)img->h; p < np; p++) m[p] = lut[m[p]];
     }
   }
   return NULL;
