@@ -9,6 +9,22 @@
  *
  * `stem=small` (METHOD.md §1): conv1 is 3x3 stride 1 padding 1 without bias and there is no
  * max-pool, for small images (output stride 8 instead of 32).
+ *
+ * Dilated variants (segmentation backbones, e.g. mmsegmentation's FCN-R50-D8) are built by
+ * dsc_resnet_init_layout: `strides[l]` and `dilations[l]` of a dsc_resnet_layout set layer l+1's
+ * stride (its first block's 3x3 conv and its downsample 1x1 conv) and the dilation of its 3x3
+ * convs (padding = dilation, so a stride-1 conv keeps the map size). With d = dilations[l] > 1
+ * the first block of the layer uses d/2 and the others d (mmseg's contract_dilation=True; for
+ * strides 1,2,1,1 and dilations 1,1,2,4 this is exactly torchvision's
+ * resnet50(replace_stride_with_dilation=[False, True, True])). 0 means the standard value
+ * (strides 1,2,2,2, dilation 1). Dilation > 1 needs bottleneck blocks (resnet50): like
+ * torchvision, basic blocks refuse it. The tensors (names, shapes) do not depend on the layout,
+ * so a plain ResNet's weights load into a dilated one unchanged.
+ *
+ * The layout is a separate struct, not part of dsc_resnet_config, because existing callers
+ * declare a config without an initializer and fill only depth and stem (the CLI's
+ * synthetic_parse_model) or initialize it positionally (-Wmissing-field-initializers):
+ * new config fields would be garbage or warnings there.
  */
 #ifndef DSC_RESNET_H
 #define DSC_RESNET_H
@@ -22,6 +38,21 @@ typedef struct dsc_resnet_config {
   int depth;      /* 18, 34 or 50 */
   int small_stem; /* 0 = standard 7x7/2 conv + 3x3/2 max-pool, 1 = small */
 } dsc_resnet_config;
+
+/* Per-layer strides and dilations (see the top of this file); all 0 = the standard ResNet. */
+typedef struct dsc_resnet_layout {
+  int strides[4];   /* layer1..layer4: 1 or 2; 0 = standard (1, 2, 2, 2) */
+  int dilations[4]; /* layer1..layer4: 1..16; 0 = standard (1); first block at d/2 */
+} dsc_resnet_layout;
+
+/* Fills `l` with strides 1,2,1,1 and dilations 1,1,2,4: output stride 8 with the standard stem
+ * (mmseg's "D8" backbones, torchvision's replace_stride_with_dilation=[False, True, True]). */
+void dsc_resnet_layout_dilated8(dsc_resnet_layout *l);
+
+/* Side of C(level+2) (level 0..3 = C2..C5) for an input side `size` (layout NULL = standard),
+ * or < 1 if the input is too small: the same arithmetic as the network's activation plan. */
+int dsc_resnet_feature_side(const dsc_resnet_config *cfg, const dsc_resnet_layout *layout,
+                            int level, int size);
 
 typedef struct dsc_resnet_unit dsc_resnet_unit;   /* one conv + BN (+ residual) (+ ReLU) */
 typedef struct dsc_resnet_block dsc_resnet_block; /* one residual block */
@@ -37,6 +68,7 @@ typedef struct dsc_resnet_features {
 typedef struct dsc_resnet {
   dsc_backend *be;
   dsc_resnet_config cfg;
+  dsc_resnet_layout layout; /* effective values (no 0 entries) */
   int out_channels; /* channels of C5: 512 (18/34) or 2048 (50) */
 
   int n_units, n_blocks;
@@ -68,6 +100,11 @@ typedef struct dsc_resnet {
  * keeps `be` (not owned). */
 dsc_status *dsc_resnet_init(dsc_resnet *net, dsc_backend *be, const dsc_resnet_config *cfg,
                             dsc_table *table, const char *prefix);
+/* The same with per-layer strides and dilations (NULL = standard, = dsc_resnet_init). Fails on
+ * a stride other than 0..2, a dilation other than 0..16, or a dilation > 1 in resnet18/34. */
+dsc_status *dsc_resnet_init_layout(dsc_resnet *net, dsc_backend *be, const dsc_resnet_config *cfg,
+                                   const dsc_resnet_layout *layout, dsc_table *table,
+                                   const char *prefix);
 void dsc_resnet_bind(dsc_resnet *net, float *params, float *grads, float *buffers);
 void dsc_resnet_free(dsc_resnet *net);
 

@@ -9,6 +9,10 @@
  *   S1 gradient of a conv output (BN backward result),
  *   S2 gradient reaching the residual branch,
  *   S3 gradient of an inner activation (conv backward result).
+ *
+ * Strides and dilations per layer come from the layout (0 = standard, see resnet.h); every
+ * unit records its own stride, padding and dilation, and the activation plan derives every
+ * map size from them, so dilated variants need nothing else.
  */
 #include "dsc/resnet.h"
 
@@ -21,7 +25,7 @@
 
 struct dsc_resnet_unit {
   char name[80];            /* e.g. "layer1.0.conv1" (its BN is the matching "bn1") */
-  int c_in, c_out, k, stride, pad;
+  int c_in, c_out, k, stride, pad, dilation;
   int relu;                 /* ReLU after BN (+ residual) */
   size_t w_off, gamma_off, beta_off, mean_off, var_off;
   /* plan */
@@ -41,6 +45,61 @@ struct dsc_resnet_block {
 enum { STEM_UNIT = 0 };
 
 static const int blocks_per_layer[3][4] = {{2, 2, 2, 2}, {3, 4, 6, 3}, {3, 4, 6, 3}};
+static const int standard_strides[4] = {1, 2, 2, 2};
+enum { MAX_DILATION = 16 };
+
+/* The layout with every 0 (and a NULL layout) replaced by the standard value. */
+static dsc_resnet_layout layout_effective(const dsc_resnet_layout *l) {
+  dsc_resnet_layout e;
+  for (int i = 0; i < 4; i++) {
+    e.strides[i] = l && l->strides[i] ? l->strides[i] : standard_strides[i];
+    e.dilations[i] = l && l->dilations[i] ? l->dilations[i] : 1;
+  }
+  return e;
+}
+
+/* Dilation of block `b` of a layer with dilation d: mmseg's contract_dilation (first block d/2). */
+static int block_dilation(int d, int b) {
+  return (b == 0 && d > 1) ? d / 2 : d;
+}
+
+void dsc_resnet_layout_dilated8(dsc_resnet_layout *l) {
+  *l = (dsc_resnet_layout){{1, 2, 1, 1}, {1, 1, 2, 4}};
+}
+
+int dsc_resnet_feature_side(const dsc_resnet_config *cfg, const dsc_resnet_layout *layout,
+                            int level, int size) {
+  dsc_resnet_layout e = layout_effective(layout);
+  int s = size;
+  if (cfg->small_stem) {
+    s = dsc_conv_out_size(s, 3, 1, 1, 1);
+  } else {
+    s = dsc_conv_out_size(s, 7, 2, 3, 1);
+    s = dsc_conv_out_size(s, 3, 2, 1, 1);
+  }
+  for (int l = 0; l <= level && l < 4 && s >= 1; l++) {
+    /* The first block's 3x3 conv sets the size (padding = dilation keeps it stride-only). */
+    int d = block_dilation(e.dilations[l], 0);
+    s = dsc_conv_out_size(s, 3, e.strides[l], d, d);
+  }
+  return s;
+}
+
+/* Rejects strides/dilations out of range and dilated basic blocks. */
+static dsc_status *layout_check(const dsc_resnet_config *cfg, const dsc_resnet_layout *l) {
+  for (int i = 0; l && i < 4; i++) {
+    if (l->strides[i] < 0 || l->strides[i] > 2)
+      return dsc_errorf("ResNet layer%d: stride %d (1 or 2; 0 = standard)", i + 1, l->strides[i]);
+    if (l->dilations[i] < 0 || l->dilations[i] > MAX_DILATION)
+      return dsc_errorf("ResNet layer%d: dilation %d (1..%d; 0 = standard)", i + 1,
+                        l->dilations[i], MAX_DILATION);
+    if (cfg->depth != 50 && l->dilations[i] > 1)
+      return dsc_errorf("ResNet layer%d: dilation %d needs bottleneck blocks (resnet50); "
+                        "resnet%d's basic blocks support dilation 1 only (as in torchvision)",
+                        i + 1, l->dilations[i], cfg->depth);
+  }
+  return NULL;
+}
 
 int dsc_resnet_depth_from_name(const char *arch) {
   if (strcmp(arch, "resnet18") == 0) return 18;
@@ -52,11 +111,14 @@ int dsc_resnet_depth_from_name(const char *arch) {
 /* Registers conv `conv_name`.weight and BN `bn_name`.{weight,bias,running_mean,running_var}. */
 static dsc_status *add_unit(dsc_resnet *net, dsc_table *table, const char *prefix,
                             const char *conv_name, const char *bn_name, int c_in, int c_out,
-                            int k, int stride, int pad, int relu) {
+                            int k, int stride, int dilation, int relu) {
   dsc_resnet_unit *u = &net->units[net->n_units++];
   memset(u, 0, sizeof *u);
   snprintf(u->name, sizeof u->name, "%s", conv_name);
-  u->c_in = c_in, u->c_out = c_out, u->k = k, u->stride = stride, u->pad = pad, u->relu = relu;
+  /* k = 1: no padding; k = 3: padding = dilation (same size at stride 1); the 7x7 stem: 3. */
+  int pad = dilation * (k - 1) / 2;
+  u->c_in = c_in, u->c_out = c_out, u->k = k, u->stride = stride, u->pad = pad;
+  u->dilation = dilation, u->relu = relu;
   char name[160];
   int64_t wshape[4] = {c_out, c_in, k, k}, cshape[1] = {c_out};
   snprintf(name, sizeof name, "%s%s.weight", prefix, conv_name);
@@ -74,11 +136,19 @@ static dsc_status *add_unit(dsc_resnet *net, dsc_table *table, const char *prefi
 
 dsc_status *dsc_resnet_init(dsc_resnet *net, dsc_backend *be, const dsc_resnet_config *cfg,
                             dsc_table *table, const char *prefix) {
+  return dsc_resnet_init_layout(net, be, cfg, NULL, table, prefix);
+}
+
+dsc_status *dsc_resnet_init_layout(dsc_resnet *net, dsc_backend *be, const dsc_resnet_config *cfg,
+                                   const dsc_resnet_layout *layout, dsc_table *table,
+                                   const char *prefix) {
   memset(net, 0, sizeof *net);
   int row = cfg->depth == 18 ? 0 : cfg->depth == 34 ? 1 : cfg->depth == 50 ? 2 : -1;
   if (row < 0) return dsc_errorf("model.arch: unsupported ResNet depth %d (18, 34 or 50)", cfg->depth);
+  DSC_TRY(layout_check(cfg, layout));
   net->be = be;
   net->cfg = *cfg;
+  net->layout = layout_effective(layout);
   int bottleneck = cfg->depth == 50, expansion = bottleneck ? 4 : 1;
   net->units = calloc(64, sizeof *net->units);
   net->blocks = calloc(20, sizeof *net->blocks);
@@ -87,13 +157,14 @@ dsc_status *dsc_resnet_init(dsc_resnet *net, dsc_backend *be, const dsc_resnet_c
   if (cfg->small_stem)
     DSC_TRY(add_unit(net, table, prefix, "conv1", "bn1", 3, 64, 3, 1, 1, 1));
   else
-    DSC_TRY(add_unit(net, table, prefix, "conv1", "bn1", 3, 64, 7, 2, 3, 1));
+    DSC_TRY(add_unit(net, table, prefix, "conv1", "bn1", 3, 64, 7, 2, 1, 1));
 
   int in_ch = 64;
   for (int layer = 0; layer < 4; layer++) {
     int planes = 64 << layer;
+    int layer_stride = net->layout.strides[layer], layer_dil = net->layout.dilations[layer];
     for (int b = 0; b < blocks_per_layer[row][layer]; b++) {
-      int stride = (b == 0 && layer > 0) ? 2 : 1;
+      int stride = b == 0 ? layer_stride : 1, dil = block_dilation(layer_dil, b);
       dsc_resnet_block *blk = &net->blocks[net->n_blocks++];
       char conv[64], bn[64];
 #define UNIT_NAMES(i)                                                    \
@@ -102,20 +173,20 @@ dsc_status *dsc_resnet_init(dsc_resnet *net, dsc_backend *be, const dsc_resnet_c
       if (bottleneck) {
         UNIT_NAMES(1);
         blk->conv1 = net->n_units;
-        DSC_TRY(add_unit(net, table, prefix, conv, bn, in_ch, planes, 1, 1, 0, 1));
+        DSC_TRY(add_unit(net, table, prefix, conv, bn, in_ch, planes, 1, 1, 1, 1));
         UNIT_NAMES(2);
         blk->conv2 = net->n_units;
-        DSC_TRY(add_unit(net, table, prefix, conv, bn, planes, planes, 3, stride, 1, 1));
+        DSC_TRY(add_unit(net, table, prefix, conv, bn, planes, planes, 3, stride, dil, 1));
         UNIT_NAMES(3);
         blk->conv3 = net->n_units;
-        DSC_TRY(add_unit(net, table, prefix, conv, bn, planes, planes * 4, 1, 1, 0, 1));
+        DSC_TRY(add_unit(net, table, prefix, conv, bn, planes, planes * 4, 1, 1, 1, 1));
       } else {
         UNIT_NAMES(1);
         blk->conv1 = net->n_units;
-        DSC_TRY(add_unit(net, table, prefix, conv, bn, in_ch, planes, 3, stride, 1, 1));
+        DSC_TRY(add_unit(net, table, prefix, conv, bn, in_ch, planes, 3, stride, dil, 1));
         UNIT_NAMES(2);
         blk->conv2 = net->n_units;
-        DSC_TRY(add_unit(net, table, prefix, conv, bn, planes, planes, 3, 1, 1, 1));
+        DSC_TRY(add_unit(net, table, prefix, conv, bn, planes, planes, 3, 1, dil, 1));
         blk->conv3 = -1;
       }
 #undef UNIT_NAMES
@@ -124,7 +195,7 @@ dsc_status *dsc_resnet_init(dsc_resnet *net, dsc_backend *be, const dsc_resnet_c
         snprintf(conv, sizeof conv, "layer%d.%d.downsample.0", layer + 1, b);
         snprintf(bn, sizeof bn, "layer%d.%d.downsample.1", layer + 1, b);
         blk->down = net->n_units;
-        DSC_TRY(add_unit(net, table, prefix, conv, bn, in_ch, planes * expansion, 1, stride, 0, 0));
+        DSC_TRY(add_unit(net, table, prefix, conv, bn, in_ch, planes * expansion, 1, stride, 1, 0));
       }
       in_ch = planes * expansion;
     }
@@ -190,7 +261,8 @@ static dsc_status *plan(dsc_resnet *net, int n, int h, int w, int groups) {
   int ch, cw;
   /* Shapes follow the wiring: the stem, then each block from the block input. */
   dsc_resnet_unit *stem = &net->units[STEM_UNIT];
-  stem->conv = (dsc_conv_shape){n, h, w, 3, 64, stem->k, stem->k, stem->stride, stem->pad, 1};
+  stem->conv = (dsc_conv_shape){n, h, w, 3, 64, stem->k, stem->k, stem->stride, stem->pad,
+                                stem->dilation};
   ch = dsc_conv_oh(&stem->conv), cw = dsc_conv_ow(&stem->conv);
   if (ch < 1 || cw < 1) return dsc_errorf("input %dx%d is too small for this ResNet", h, w);
   int bh = ch, bw = cw; /* block input size */
@@ -205,13 +277,14 @@ static dsc_status *plan(dsc_resnet *net, int n, int h, int w, int groups) {
     for (int j = 0; j < 3; j++) {
       if (ids[j] < 0) continue;
       dsc_resnet_unit *u = &net->units[ids[j]];
-      u->conv = (dsc_conv_shape){n, uh, uw, u->c_in, u->c_out, u->k, u->k, u->stride, u->pad, 1};
+      u->conv = (dsc_conv_shape){n,      uh,     uw,       u->c_in,  u->c_out,
+                                 u->k,   u->k,   u->stride, u->pad,  u->dilation};
       uh = dsc_conv_oh(&u->conv), uw = dsc_conv_ow(&u->conv);
       if (uh < 1 || uw < 1) return dsc_errorf("input %dx%d is too small for this ResNet", h, w);
     }
     if (blk->down >= 0) {
       dsc_resnet_unit *u = &net->units[blk->down];
-      u->conv = (dsc_conv_shape){n, bh, bw, u->c_in, u->c_out, 1, 1, u->stride, 0, 1};
+      u->conv = (dsc_conv_shape){n, bh, bw, u->c_in, u->c_out, 1, 1, u->stride, 0, u->dilation};
     }
     bh = uh, bw = uw;
   }
@@ -261,7 +334,7 @@ static dsc_status *plan(dsc_resnet *net, int n, int h, int w, int groups) {
 dsc_status *dsc_resnet_borrow_activations(dsc_resnet *net, dsc_resnet *owner, int n, int h, int w,
                                           int bn_groups) {
   if (net->cfg.depth != owner->cfg.depth || net->cfg.small_stem != owner->cfg.small_stem ||
-      net->n_units != owner->n_units)
+      net->n_units != owner->n_units || memcmp(&net->layout, &owner->layout, sizeof net->layout))
     return dsc_errorf("ResNet activations borrowed across different architectures");
   DSC_TRY(plan(owner, n, h, w, bn_groups));
   if (net->arena_borrowed && net->arena == owner->arena && net->plan_n == n && net->plan_h == h &&
