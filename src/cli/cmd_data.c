@@ -21,8 +21,8 @@ int cmd_data(int argc, char **argv) {
   /* `dsc data scenes ...` has options of its own (src/cli/cmd_scenes.c). */
   if (argc >= 1 && strcmp(argv[0], "scenes") == 0) return cmd_data_scenes(argc - 1, argv + 1);
   cli_option opts[] = {
-      {"format", 1, "folder", "folder, imagefolder, idx or seg", NULL},
-      {"split", 1, "train", "seg: train or val; idx: train or t10k", NULL},
+      {"format", 1, "folder", "folder, imagefolder, idx, seg or cityscapes", NULL},
+      {"split", 1, "train", "seg: train, val or trainaug; cityscapes: train, val or test; idx: train or t10k", NULL},
       {"max-pixels", 1, "0", "largest image accepted, in pixels (0: the decoders' limit, 2^28)", NULL},
   };
   cli_args a = {.command = "data", .opts = opts, .n_opts = sizeof opts / sizeof opts[0]};

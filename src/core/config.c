@@ -116,7 +116,7 @@ static const config_key config_keys[] = {
     {"data.format", KEY_STRING, FIELD(data_format), "folder", 0, 0, 0,
      "folder|imagefolder|idx|seg|cityscapes", "dataset layout"},
     {"data.split", KEY_STRING, FIELD(data_split), "train", 0, 0, 0, NULL,
-     "split of an idx (train, t10k) or seg (train, val) dataset"},
+     "split of an idx (train, t10k), seg (train, val, trainaug) or cityscapes (train, val, test) dataset"},
     {"data.size", KEY_INT, FIELD(size), "224", 1, 4096, 0, NULL, "view size in pixels"},
     {"data.batch", KEY_INT, FIELD(batch), "256", 1, INF, 0, NULL,
      "global batch N over all processes"},
