@@ -1,6 +1,7 @@
 /* fixture_files.h: writers of small fixture files for the data tests (test_dataset.c,
- * test_loader.c): an 8-bit PNG writer on zlib (RGB, grey or palette, with an optional false
- * size in IHDR), raw bytes, and temporary folders. dsc itself has no image encoder. */
+ * test_dataset_seg.c, test_loader.c): an 8-bit PNG writer on zlib (RGB, grey or palette, with an
+ * optional false size in IHDR), raw bytes, folder trees and paths under a fixture root, and
+ * temporary folders. */
 #ifndef DSC_TEST_FIXTURE_FILES_H
 #define DSC_TEST_FIXTURE_FILES_H
 
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include "test.h"
@@ -77,6 +79,28 @@ static inline char *fixture_tmpdir(const char *what) {
   test_temp_template(tmpl, sizeof tmpl, what);
   char *d = mkdtemp(tmpl);
   return d ? strdup(d) : NULL;
+}
+
+/* mkdir -p root/rel (root must exist). */
+static inline void fixture_mkdirs(const char *root, const char *rel) {
+  char p[1024];
+  snprintf(p, sizeof p, "%s/%s", root, rel);
+  for (char *s = p + strlen(root) + 1; *s; s++)
+    if (*s == '/') {
+      *s = 0;
+      mkdir(p, 0755);
+      *s = '/';
+    }
+  mkdir(p, 0755);
+}
+
+/* "root/rel" in one of four rotating static buffers (valid for the next three calls). */
+static inline const char *fixture_path(const char *root, const char *rel) {
+  static char buf[4][1024];
+  static int k;
+  k = (k + 1) % 4;
+  snprintf(buf[k], sizeof buf[k], "%s/%s", root, rel);
+  return buf[k];
 }
 
 static inline void fixture_rm_rf(const char *dir) {

@@ -49,4 +49,22 @@ static inline void golden_fill_entry(const dsc_tensor_entry *e, const char *name
   }
 }
 
+/* NHWC (n,h,w,c) -> NCHW, the layout of the PyTorch fixtures. */
+static inline void nhwc_to_nchw(const float *src, float *dst, int n, int h, int w, int c) {
+  for (int i = 0; i < n; i++)
+    for (int y = 0; y < h; y++)
+      for (int x = 0; x < w; x++)
+        for (int k = 0; k < c; k++)
+          dst[(((size_t)i * c + k) * h + y) * w + x] = src[(((size_t)i * h + y) * w + x) * c + k];
+}
+
+/* NCHW (n,c,h,w) -> NHWC, dsc's activation layout. */
+static inline void nchw_to_nhwc(const float *src, float *dst, int n, int c, int h, int w) {
+  for (int i = 0; i < n; i++)
+    for (int k = 0; k < c; k++)
+      for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+          dst[(((size_t)i * h + y) * w + x) * c + k] = src[(((size_t)i * c + k) * h + y) * w + x];
+}
+
 #endif

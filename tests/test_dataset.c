@@ -64,37 +64,17 @@ static char *read_all(const char *path, size_t *n) {
   return b;
 }
 
-static void mkdirs(const char *root, const char *rel) {
-  char p[1024];
-  snprintf(p, sizeof p, "%s/%s", root, rel);
-  for (char *s = p + strlen(root) + 1; *s; s++)
-    if (*s == '/') {
-      *s = 0;
-      mkdir(p, 0755);
-      *s = '/';
-    }
-  mkdir(p, 0755);
-}
-
-static const char *fx(const char *root, const char *rel) {
-  static char buf[4][1024];
-  static int k;
-  k = (k + 1) % 4;
-  snprintf(buf[k], sizeof buf[k], "%s/%s", root, rel);
-  return buf[k];
-}
-
 /* ---- tests ---- */
 
 static void test_folder_index(void) {
   char *d = fixture_tmpdir("dataset");
-  mkdirs(d, "b/c");
-  mkdirs(d, "a");
-  write_rgb_png(fx(d, "a/x.png"), 5, 4, 1);
-  write_jpeg(fx(d, "b/c/y.JPG"), 16, 8, 2);
-  write_jpeg(fx(d, "b/a.jpeg"), 8, 8, 3);
-  fixture_write_bytes(fx(d, "notes.txt"), "hi", 2);
-  fixture_write_bytes(fx(d, "b/README"), "x", 1);
+  fixture_mkdirs(d, "b/c");
+  fixture_mkdirs(d, "a");
+  write_rgb_png(fixture_path(d, "a/x.png"), 5, 4, 1);
+  write_jpeg(fixture_path(d, "b/c/y.JPG"), 16, 8, 2);
+  write_jpeg(fixture_path(d, "b/a.jpeg"), 8, 8, 3);
+  fixture_write_bytes(fixture_path(d, "notes.txt"), "hi", 2);
+  fixture_write_bytes(fixture_path(d, "b/README"), "x", 1);
   dsc_dataset *ds = NULL;
   CHECK_OK(dsc_dataset_open(&(dsc_dataset_config){.path = d, .format = DSC_DATASET_FOLDER}, &ds));
   if (!ds) goto out;
@@ -103,7 +83,7 @@ static void test_folder_index(void) {
   CHECK(dsc_dataset_num_classes(ds) == 0 && !dsc_dataset_has_label_maps(ds), "no labels");
   const char *want[] = {"a/x.png", "b/a.jpeg", "b/c/y.JPG"};
   for (int i = 0; i < 3; i++)
-    CHECK(strcmp(dsc_dataset_name(ds, (size_t)i), fx(d, want[i])) == 0, "%d: %s", i, dsc_dataset_name(ds, (size_t)i));
+    CHECK(strcmp(dsc_dataset_name(ds, (size_t)i), fixture_path(d, want[i])) == 0, "%d: %s", i, dsc_dataset_name(ds, (size_t)i));
   dsc_image img;
   int label = 7;
   CHECK_OK(dsc_dataset_load(ds, 0, &img, &label, NULL));
@@ -130,10 +110,10 @@ out:
 
 static void test_folder_symlink_loop_and_empty(void) {
   char *d = fixture_tmpdir("dataset");
-  mkdirs(d, "sub/deeper");
-  write_rgb_png(fx(d, "sub/deeper/p.png"), 3, 3, 1);
-  CHECK(symlink("..", fx(d, "sub/deeper/up")) == 0, "symlink");
-  CHECK(symlink(d, fx(d, "sub/root")) == 0, "symlink");
+  fixture_mkdirs(d, "sub/deeper");
+  write_rgb_png(fixture_path(d, "sub/deeper/p.png"), 3, 3, 1);
+  CHECK(symlink("..", fixture_path(d, "sub/deeper/up")) == 0, "symlink");
+  CHECK(symlink(d, fixture_path(d, "sub/root")) == 0, "symlink");
   dsc_dataset *ds = NULL;
   CHECK_OK(dsc_dataset_open(&(dsc_dataset_config){.path = d, .format = DSC_DATASET_FOLDER}, &ds));
   if (ds) {
@@ -146,16 +126,16 @@ static void test_folder_symlink_loop_and_empty(void) {
   dsc_dataset_free(ds);
   ds = NULL;
   /* empty directory and a directory holding only non-images */
-  mkdirs(d, "empty");
-  CHECK_ERR(dsc_dataset_open(&(dsc_dataset_config){.path = fx(d, "empty"), .format = DSC_DATASET_FOLDER}, &ds),
+  fixture_mkdirs(d, "empty");
+  CHECK_ERR(dsc_dataset_open(&(dsc_dataset_config){.path = fixture_path(d, "empty"), .format = DSC_DATASET_FOLDER}, &ds),
             "/empty: empty dataset");
   CHECK(ds == NULL, "no dataset");
-  fixture_write_bytes(fx(d, "empty/a.txt"), "a", 1);
-  CHECK_ERR(dsc_dataset_open(&(dsc_dataset_config){.path = fx(d, "empty"), .format = DSC_DATASET_FOLDER}, &ds),
+  fixture_write_bytes(fixture_path(d, "empty/a.txt"), "a", 1);
+  CHECK_ERR(dsc_dataset_open(&(dsc_dataset_config){.path = fixture_path(d, "empty"), .format = DSC_DATASET_FOLDER}, &ds),
             "1 other files skipped");
-  CHECK_ERR(dsc_dataset_open(&(dsc_dataset_config){.path = fx(d, "missing"), .format = DSC_DATASET_FOLDER}, &ds),
+  CHECK_ERR(dsc_dataset_open(&(dsc_dataset_config){.path = fixture_path(d, "missing"), .format = DSC_DATASET_FOLDER}, &ds),
             "/missing: cannot open dataset directory");
-  CHECK_ERR(dsc_dataset_open(&(dsc_dataset_config){.path = fx(d, "empty/a.txt"), .format = DSC_DATASET_FOLDER}, &ds),
+  CHECK_ERR(dsc_dataset_open(&(dsc_dataset_config){.path = fixture_path(d, "empty/a.txt"), .format = DSC_DATASET_FOLDER}, &ds),
             "not a directory");
   fixture_rm_rf(d);
   free(d);
@@ -163,13 +143,13 @@ static void test_folder_symlink_loop_and_empty(void) {
 
 static void test_imagefolder(void) {
   char *d = fixture_tmpdir("dataset");
-  mkdirs(d, "dog/sub");
-  mkdirs(d, "cat");
-  mkdirs(d, "zebra");
-  write_rgb_png(fx(d, "dog/1.png"), 2, 2, 1);
-  write_rgb_png(fx(d, "dog/sub/2.png"), 2, 2, 2);
-  write_rgb_png(fx(d, "cat/3.png"), 2, 2, 3);
-  write_rgb_png(fx(d, "stray.png"), 2, 2, 4);
+  fixture_mkdirs(d, "dog/sub");
+  fixture_mkdirs(d, "cat");
+  fixture_mkdirs(d, "zebra");
+  write_rgb_png(fixture_path(d, "dog/1.png"), 2, 2, 1);
+  write_rgb_png(fixture_path(d, "dog/sub/2.png"), 2, 2, 2);
+  write_rgb_png(fixture_path(d, "cat/3.png"), 2, 2, 3);
+  write_rgb_png(fixture_path(d, "stray.png"), 2, 2, 4);
   dsc_dataset *ds = NULL;
   CHECK_OK(dsc_dataset_open(&(dsc_dataset_config){.path = d, .format = DSC_DATASET_IMAGEFOLDER}, &ds));
   if (ds) {
@@ -277,20 +257,20 @@ static void test_idx(void) {
 
 static void test_seg(void) {
   char *d = fixture_tmpdir("dataset");
-  mkdirs(d, "JPEGImages");
-  mkdirs(d, "SegmentationClass");
-  mkdirs(d, "ImageSets/Segmentation");
-  write_jpeg(fx(d, "JPEGImages/a.jpg"), 6, 4, 1);
-  write_jpeg(fx(d, "JPEGImages/b.jpg"), 6, 4, 2);
-  write_jpeg(fx(d, "JPEGImages/c.jpg"), 6, 4, 3);
+  fixture_mkdirs(d, "JPEGImages");
+  fixture_mkdirs(d, "SegmentationClass");
+  fixture_mkdirs(d, "ImageSets/Segmentation");
+  write_jpeg(fixture_path(d, "JPEGImages/a.jpg"), 6, 4, 1);
+  write_jpeg(fixture_path(d, "JPEGImages/b.jpg"), 6, 4, 2);
+  write_jpeg(fixture_path(d, "JPEGImages/c.jpg"), 6, 4, 3);
   uint8_t idx[24], pal[256 * 3];
   for (int i = 0; i < 24; i++) idx[i] = i == 5 ? 255 : (uint8_t)(i % 21);
   for (int i = 0; i < 256 * 3; i++) pal[i] = (uint8_t)(200 - i / 3); /* colours unlike indices */
-  fixture_write_png(fx(d, "SegmentationClass/a.png"), 6, 4, 3, idx, pal, 256, 0, 0);
-  fixture_write_png(fx(d, "SegmentationClass/b.png"), 6, 4, 0, idx, NULL, 0, 0, 0);
-  fixture_write_png(fx(d, "SegmentationClass/c.png"), 5, 4, 0, idx, NULL, 0, 0, 0);
-  fixture_write_bytes(fx(d, "ImageSets/Segmentation/train.txt"), "a\n b \n\nc\n", 9);
-  fixture_write_bytes(fx(d, "ImageSets/Segmentation/val.txt"), "b\n", 2);
+  fixture_write_png(fixture_path(d, "SegmentationClass/a.png"), 6, 4, 3, idx, pal, 256, 0, 0);
+  fixture_write_png(fixture_path(d, "SegmentationClass/b.png"), 6, 4, 0, idx, NULL, 0, 0, 0);
+  fixture_write_png(fixture_path(d, "SegmentationClass/c.png"), 5, 4, 0, idx, NULL, 0, 0, 0);
+  fixture_write_bytes(fixture_path(d, "ImageSets/Segmentation/train.txt"), "a\n b \n\nc\n", 9);
+  fixture_write_bytes(fixture_path(d, "ImageSets/Segmentation/val.txt"), "b\n", 2);
   dsc_dataset *ds = NULL;
   CHECK_OK(dsc_dataset_open(&(dsc_dataset_config){.path = d, .format = DSC_DATASET_SEG}, &ds));
   if (ds) {
@@ -314,7 +294,7 @@ static void test_seg(void) {
   if (ds) CHECK(dsc_dataset_size(ds) == 1 && strstr(dsc_dataset_name(ds, 0), "JPEGImages/b.jpg"), "val split");
   dsc_dataset_free(ds);
   /* an RGB label map is refused; a missing split list is an error naming it */
-  write_rgb_png(fx(d, "SegmentationClass/a.png"), 6, 4, 1);
+  write_rgb_png(fixture_path(d, "SegmentationClass/a.png"), 6, 4, 1);
   CHECK_OK(dsc_dataset_open(&(dsc_dataset_config){.path = d, .format = DSC_DATASET_SEG}, &ds));
   if (ds) {
     dsc_image img;
@@ -330,24 +310,24 @@ static void test_seg(void) {
 
 static void test_bad_files(void) {
   char *d = fixture_tmpdir("dataset");
-  write_jpeg(fx(d, "good.jpg"), 32, 24, 1);
+  write_jpeg(fixture_path(d, "good.jpg"), 32, 24, 1);
   size_t n;
-  char *jpg = read_all(fx(d, "good.jpg"), &n);
-  fixture_write_bytes(fx(d, "truncated.jpg"), jpg, n / 2);
+  char *jpg = read_all(fixture_path(d, "good.jpg"), &n);
+  fixture_write_bytes(fixture_path(d, "truncated.jpg"), jpg, n / 2);
   free(jpg);
-  write_rgb_png(fx(d, "good.png"), 8, 8, 1);
-  char *png = read_all(fx(d, "good.png"), &n);
+  write_rgb_png(fixture_path(d, "good.png"), 8, 8, 1);
+  char *png = read_all(fixture_path(d, "good.png"), &n);
   for (size_t i = 45; i < n - 12; i++) png[i] ^= 0x5a; /* inside IDAT */
-  fixture_write_bytes(fx(d, "corrupt.png"), png, n);
+  fixture_write_bytes(fixture_path(d, "corrupt.png"), png, n);
   free(png);
-  fixture_write_bytes(fx(d, "zero.jpg"), "", 0);
-  fixture_write_bytes(fx(d, "text.jpg"), "hello, I am not a JPEG\n", 23);
-  write_rgb_png(fx(d, "one.png"), 1, 1, 9);
+  fixture_write_bytes(fixture_path(d, "zero.jpg"), "", 0);
+  fixture_write_bytes(fixture_path(d, "text.jpg"), "hello, I am not a JPEG\n", 23);
+  write_rgb_png(fixture_path(d, "one.png"), 1, 1, 9);
   uint8_t px[12] = {0};
-  fixture_write_png(fx(d, "huge.png"), 2, 2, 2, px, NULL, 0, 100000, 100000);
-  CHECK(symlink(fx(d, "nowhere.jpg"), fx(d, "dangling.jpg")) == 0, "symlink");
-  CHECK(symlink(fx(d, "self.jpg"), fx(d, "self.jpg")) == 0, "symlink");
-  mkdirs(d, "dir.jpg");
+  fixture_write_png(fixture_path(d, "huge.png"), 2, 2, 2, px, NULL, 0, 100000, 100000);
+  CHECK(symlink(fixture_path(d, "nowhere.jpg"), fixture_path(d, "dangling.jpg")) == 0, "symlink");
+  CHECK(symlink(fixture_path(d, "self.jpg"), fixture_path(d, "self.jpg")) == 0, "symlink");
+  fixture_mkdirs(d, "dir.jpg");
   dsc_dataset *ds = NULL;
   CHECK_OK(dsc_dataset_open(&(dsc_dataset_config){.path = d, .format = DSC_DATASET_FOLDER, .max_pixels = 1 << 20}, &ds));
   if (!ds) goto out;

@@ -17,26 +17,6 @@
 #include "fixture_files.h"
 #include "test.h"
 
-static void mkdirs(const char *root, const char *rel) {
-  char p[1024];
-  snprintf(p, sizeof p, "%s/%s", root, rel);
-  for (char *s = p + strlen(root) + 1; *s; s++)
-    if (*s == '/') {
-      *s = 0;
-      mkdir(p, 0755);
-      *s = '/';
-    }
-  mkdir(p, 0755);
-}
-
-static const char *fx(const char *root, const char *rel) {
-  static char buf[4][1024];
-  static int k;
-  k = (k + 1) % 4;
-  snprintf(buf[k], sizeof buf[k], "%s/%s", root, rel);
-  return buf[k];
-}
-
 /* An RGB PNG of w x h whose pixels depend on seed. */
 static void write_rgb(const char *path, int w, int h, int seed) {
   uint8_t *px = malloc((size_t)w * h * 3);
@@ -68,19 +48,19 @@ static uint8_t first_label(const dsc_dataset *ds, size_t i) {
 
 static void test_voc_aug(void) {
   char *d = fixture_tmpdir("dataset_seg");
-  mkdirs(d, "JPEGImages");
-  mkdirs(d, "SegmentationClass");
-  mkdirs(d, "ImageSets/Segmentation");
+  fixture_mkdirs(d, "JPEGImages");
+  fixture_mkdirs(d, "SegmentationClass");
+  fixture_mkdirs(d, "ImageSets/Segmentation");
   const char *ids[] = {"a", "b", "c", "d", "e"};
   char rel[256];
   for (int i = 0; i < 5; i++) {
     snprintf(rel, sizeof rel, "JPEGImages/%s.png", ids[i]);
-    write_rgb(fx(d, rel), 4, 3, i);
+    write_rgb(fixture_path(d, rel), 4, 3, i);
     snprintf(rel, sizeof rel, "SegmentationClass/%s.png", ids[i]);
-    write_label(fx(d, rel), 4, 3, (uint8_t)(1 + i), 1);
+    write_label(fixture_path(d, rel), 4, 3, (uint8_t)(1 + i), 1);
   }
-  fixture_write_bytes(fx(d, "ImageSets/Segmentation/train.txt"), "a\nb\n", 4);
-  fixture_write_bytes(fx(d, "ImageSets/Segmentation/val.txt"), "c\n", 2);
+  fixture_write_bytes(fixture_path(d, "ImageSets/Segmentation/train.txt"), "a\nb\n", 4);
+  fixture_write_bytes(fixture_path(d, "ImageSets/Segmentation/val.txt"), "c\n", 2);
   dsc_dataset *ds = NULL;
   /* no SegmentationClassAug/: SegmentationClass labels */
   CHECK_OK(dsc_dataset_open(&(dsc_dataset_config){.path = d, .format = DSC_DATASET_SEG}, &ds));
@@ -95,10 +75,10 @@ static void test_voc_aug(void) {
   CHECK_ERR(dsc_dataset_open(&(dsc_dataset_config){.path = d, .format = DSC_DATASET_SEG, .split = "trainaug"}, &ds),
             "aug.txt");
   /* SegmentationClassAug/ holds labels for some ids (grey PNGs, as VOC-aug ships them) */
-  mkdirs(d, "SegmentationClassAug");
-  write_label(fx(d, "SegmentationClassAug/b.png"), 4, 3, 12, 0);
-  write_label(fx(d, "SegmentationClassAug/d.png"), 4, 3, 14, 0);
-  write_label(fx(d, "SegmentationClassAug/e.png"), 4, 3, 15, 0);
+  fixture_mkdirs(d, "SegmentationClassAug");
+  write_label(fixture_path(d, "SegmentationClassAug/b.png"), 4, 3, 12, 0);
+  write_label(fixture_path(d, "SegmentationClassAug/d.png"), 4, 3, 14, 0);
+  write_label(fixture_path(d, "SegmentationClassAug/e.png"), 4, 3, 15, 0);
   CHECK_OK(dsc_dataset_open(&(dsc_dataset_config){.path = d, .format = DSC_DATASET_SEG}, &ds));
   if (ds) {
     CHECK(strstr(dsc_dataset_name(ds, 1), "JPEGImages/b.png") != NULL, "%s", dsc_dataset_name(ds, 1));
@@ -107,7 +87,7 @@ static void test_voc_aug(void) {
   dsc_dataset_free(ds);
   ds = NULL;
   /* trainaug built from train + aug - val: a b (train), then d e from aug (b repeated, c in val) */
-  fixture_write_bytes(fx(d, "ImageSets/Segmentation/aug.txt"), "d\nb\nc\n e\nd\n", 12);
+  fixture_write_bytes(fixture_path(d, "ImageSets/Segmentation/aug.txt"), "d\nb\nc\n e\nd\n", 12);
   CHECK_OK(dsc_dataset_open(&(dsc_dataset_config){.path = d, .format = DSC_DATASET_SEG, .split = "trainaug"}, &ds));
   if (ds) {
     const char *want[] = {"a", "b", "d", "e"};
@@ -121,7 +101,7 @@ static void test_voc_aug(void) {
   dsc_dataset_free(ds);
   ds = NULL;
   /* trainaug.txt, when present, is read as is */
-  fixture_write_bytes(fx(d, "ImageSets/Segmentation/trainaug.txt"), "e\nc\n", 4);
+  fixture_write_bytes(fixture_path(d, "ImageSets/Segmentation/trainaug.txt"), "e\nc\n", 4);
   CHECK_OK(dsc_dataset_open(&(dsc_dataset_config){.path = d, .format = DSC_DATASET_SEG, .split = "trainaug"}, &ds));
   if (ds)
     CHECK(dsc_dataset_size(ds) == 2 && strstr(dsc_dataset_name(ds, 0), "e.png") && first_label(ds, 1) == 3,
@@ -143,22 +123,22 @@ static void test_cityscapes(void) {
   ids[34] = 255;
   for (int c = 0; c < 2; c++) {
     snprintf(rel, sizeof rel, "leftImg8bit/train/%s", cities[c]);
-    mkdirs(d, rel);
+    fixture_mkdirs(d, rel);
     snprintf(rel, sizeof rel, "gtFine/train/%s", cities[c]);
-    mkdirs(d, rel);
+    fixture_mkdirs(d, rel);
     for (int k = 0; k < 2; k++) {
       snprintf(rel, sizeof rel, "leftImg8bit/train/%s/%s_leftImg8bit.png", cities[c], names[c][k]);
-      write_rgb(fx(d, rel), 7, 5, 2 * c + k);
+      write_rgb(fixture_path(d, rel), 7, 5, 2 * c + k);
       snprintf(rel, sizeof rel, "gtFine/train/%s/%s_gtFine_labelIds.png", cities[c], names[c][k]);
       uint8_t m[35];
       for (int i = 0; i < 35; i++) m[i] = ids[(i + 9 * (2 * c + k)) % 35];
-      CHECK_OK(dsc_png_write_index(fx(d, rel), 7, 5, m, NULL));
+      CHECK_OK(dsc_png_write_index(fixture_path(d, rel), 7, 5, m, NULL));
       /* the other gtFine files of a real download are ignored */
       snprintf(rel, sizeof rel, "gtFine/train/%s/%s_gtFine_color.png", cities[c], names[c][k]);
-      write_rgb(fx(d, rel), 7, 5, 0);
+      write_rgb(fixture_path(d, rel), 7, 5, 0);
     }
   }
-  fixture_write_bytes(fx(d, "leftImg8bit/train/bonn/notes.txt"), "x", 1);
+  fixture_write_bytes(fixture_path(d, "leftImg8bit/train/bonn/notes.txt"), "x", 1);
   dsc_dataset_format f;
   CHECK_OK(dsc_dataset_format_parse("cityscapes", &f));
   CHECK(f == DSC_DATASET_CITYSCAPES && strcmp(dsc_dataset_format_name(f), "cityscapes") == 0, "name");
@@ -208,7 +188,7 @@ static void test_cityscapes(void) {
   CHECK_ERR(dsc_dataset_open(&(dsc_dataset_config){.path = d, .format = DSC_DATASET_CITYSCAPES, .split = "val"}, &ds),
             "leftImg8bit/val");
   snprintf(rel, sizeof rel, "gtFine/train/bonn/%s_gtFine_labelIds.png", names[0][1]);
-  CHECK(unlink(fx(d, rel)) == 0, "unlink");
+  CHECK(unlink(fixture_path(d, rel)) == 0, "unlink");
   CHECK_ERR(dsc_dataset_open(&(dsc_dataset_config){.path = d, .format = DSC_DATASET_CITYSCAPES}, &ds),
             "gtFine/train/bonn/bonn_000000_000019_gtFine_labelIds.png");
   CHECK(ds == NULL, "nothing opened");

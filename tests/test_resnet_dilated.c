@@ -74,22 +74,6 @@ static float *host_copy(dsc_backend *be, const float *src, size_t numel) {
   return h;
 }
 
-static void nhwc_to_nchw(const float *src, float *dst, int n, int h, int w, int c) {
-  for (int i = 0; i < n; i++)
-    for (int y = 0; y < h; y++)
-      for (int x = 0; x < w; x++)
-        for (int k = 0; k < c; k++)
-          dst[(((size_t)i * c + k) * h + y) * w + x] = src[(((size_t)i * h + y) * w + x) * c + k];
-}
-
-static void nchw_to_nhwc(const float *src, float *dst, int n, int c, int h, int w) {
-  for (int i = 0; i < n; i++)
-    for (int k = 0; k < c; k++)
-      for (int y = 0; y < h; y++)
-        for (int x = 0; x < w; x++)
-          dst[(((size_t)i * h + y) * w + x) * c + k] = src[(((size_t)i * c + k) * h + y) * w + x];
-}
-
 /* The golden "input" (NCHW) as NHWC. */
 static float *golden_input_nhwc(int n, int h, int w) {
   size_t numel = (size_t)n * 3 * h * w;

@@ -46,23 +46,6 @@ static float *read_tensor(const dsc_safetensors *f, const char *name, size_t num
   return buf;
 }
 
-/* NHWC (n,h,w,c) -> NCHW */
-static void nhwc_to_nchw(const float *src, float *dst, int n, int h, int w, int c) {
-  for (int i = 0; i < n; i++)
-    for (int y = 0; y < h; y++)
-      for (int x = 0; x < w; x++)
-        for (int k = 0; k < c; k++)
-          dst[(((size_t)i * c + k) * h + y) * w + x] = src[(((size_t)i * h + y) * w + x) * c + k];
-}
-
-static void nchw_to_nhwc(const float *src, float *dst, int n, int c, int h, int w) {
-  for (int i = 0; i < n; i++)
-    for (int k = 0; k < c; k++)
-      for (int y = 0; y < h; y++)
-        for (int x = 0; x < w; x++)
-          dst[(((size_t)i * h + y) * w + x) * c + k] = src[(((size_t)i * c + k) * h + y) * w + x];
-}
-
 /* The tolerance for fixture entry `key`: the issue's bound, or F32_MARGIN times the distance
  * of float32 PyTorch from the float64 reference (f32err.<key>) where that is larger.
  * Why: resnet50 at 2x3x64x64 (the issue's configuration) is ill-conditioned — float32
