@@ -2,8 +2,9 @@
 # bench/gpu_carried.sh: bench/gpu.sh with binaries built on another machine (bin/dsc and
 # build/tests/gpu/test_cuda, built where the CUDA toolkit, oneDNN and the image libraries are
 # installed) and carried to a GPU machine that lacks the build dependencies:
-#   .devcarry/libs.tar.xz  the non-CUDA shared libraries bin/dsc needs (oneDNN, jansson,
-#                          TurboJPEG, libpng, OpenCL loader, libgomp), unpacked to /tmp;
+#   .devcarry/libs.tar.xz  the non-CUDA shared libraries bin/dsc needs (oneDNN, jansson, libzip,
+#                          TurboJPEG, libpng, OpenCL loader, libgomp), unpacked to /tmp; build the
+#                          carried binaries with `make MPI=0` so that they need no libmpi/libnccl;
 #   .devcarry/data/        a small idx dataset for the GPU pretraining test (DSC_GPU_DATA).
 # cuDNN and cuBLAS are the GPU machine's own: the CUDA toolkit's, else those of a Python
 # environment's nvidia/* packages (found by name). Arguments and environment as bench/gpu.sh.
