@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dsc/safetensors.h"
 #include "dsc/status.h"
 
 typedef struct dsc_test {
@@ -149,6 +150,34 @@ static inline void test_tmpdir_remove(const test_tmpdir *d) {
   }
   closedir(dp);
   rmdir(d->path);
+}
+
+/* The whole file (malloc'd, *size bytes), or NULL when it cannot be opened. */
+static inline unsigned char *test_file_read(const char *path, size_t *size) {
+  FILE *fp = fopen(path, "rb");
+  if (!fp) return NULL;
+  fseek(fp, 0, SEEK_END);
+  long n = ftell(fp);
+  fseek(fp, 0, SEEK_SET);
+  unsigned char *b = malloc(n > 0 ? (size_t)n : 1);
+  *size = fread(b, 1, n > 0 ? (size_t)n : 0, fp);
+  fclose(fp);
+  return b;
+}
+
+/* Tensor `name` of a fixture as numel floats (malloc'd); NULL, with the test failed and the
+ * reason printed, when it is absent or of another size. */
+static inline float *test_fixture_f32(const dsc_safetensors *f, const char *name, size_t numel) {
+  float *buf = malloc(numel * sizeof(float));
+  dsc_status *st = dsc_st_read_f32(f, name, buf, numel);
+  if (st) {
+    printf("  %s\n", st->msg);
+    dsc_status_free(st);
+    test_current_failed = 1;
+    free(buf);
+    return NULL;
+  }
+  return buf;
 }
 
 static inline int test_main(const dsc_test *tests, int count, int argc, char **argv) {

@@ -113,18 +113,6 @@ static void fixture_free(fixture *fx) {
   free(fx);
 }
 
-static unsigned char *file_read(const char *path, size_t *size) {
-  FILE *fp = fopen(path, "rb");
-  if (!fp) return NULL;
-  fseek(fp, 0, SEEK_END);
-  long n = ftell(fp);
-  fseek(fp, 0, SEEK_SET);
-  unsigned char *b = malloc(n > 0 ? (size_t)n : 1);
-  *size = fread(b, 1, n > 0 ? (size_t)n : 0, fp);
-  fclose(fp);
-  return b;
-}
-
 static void test_pth_roundtrip(void) {
   static const dsc_dtype dt[] = {DSC_F32, DSC_F64, DSC_F16, DSC_BF16, DSC_I64,
                                  DSC_I32, DSC_I16, DSC_I8,  DSC_U8,   DSC_BOOL};
@@ -147,7 +135,7 @@ static void test_pth_roundtrip(void) {
     CHECK_OK(dsc_pth_write(pth, src));
     CHECK_OK(dsc_pth_write(pth2, src));
     size_t n1 = 0, n2 = 0;
-    unsigned char *b1 = file_read(pth, &n1), *b2 = file_read(pth2, &n2);
+    unsigned char *b1 = test_file_read(pth, &n1), *b2 = test_file_read(pth2, &n2);
     CHECK(b1 && b2 && n1 == n2 && n1 > 0 && memcmp(b1, b2, n1) == 0,
           "two writes of the same tensors differ (%zu vs %zu bytes)", n1, n2);
     free(b1);

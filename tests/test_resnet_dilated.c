@@ -122,19 +122,6 @@ static double train_step(net_run *r, const float *x, int n, int h, int w, dsc_re
 
 /* ---- (1) golden test against PyTorch ---- */
 
-static float *read_tensor(const dsc_safetensors *f, const char *name, size_t numel) {
-  float *buf = malloc(numel * sizeof(float));
-  dsc_status *st = dsc_st_read_f32(f, name, buf, numel);
-  if (st) {
-    printf("  %s\n", st->msg);
-    dsc_status_free(st);
-    test_current_failed = 1;
-    free(buf);
-    return NULL;
-  }
-  return buf;
-}
-
 /* Copies tensor `name` of `dtype` and exactly `bytes` bytes into dst. */
 static void read_raw(const dsc_safetensors *f, const char *name, dsc_dtype dtype, void *dst,
                      size_t bytes) {
@@ -161,14 +148,14 @@ static double compare_entry(const dsc_safetensors *f, const char *key, const flo
   tol = bound_for(f, key, tol);
   double err = NAN;
   if (dsc_st_find(f, key)) {
-    float *want = read_tensor(f, key, numel);
+    float *want = test_fixture_f32(f, key, numel);
     if (want) err = test_rel_l2(got, want, numel);
     CHECK(want && err <= tol, "%s: relative L2 error %.3g > %.3g", key, err, tol);
     free(want);
     return err;
   }
   snprintf(name, sizeof name, "%s@sample", key);
-  float *want = read_tensor(f, name, SAMPLES);
+  float *want = test_fixture_f32(f, name, SAMPLES);
   if (!want) return err;
   float *sample = malloc(SAMPLES * sizeof(float));
   for (size_t k = 0; k < SAMPLES; k++) sample[k] = got[(k * numel) / SAMPLES];
@@ -212,7 +199,7 @@ static void test_golden_d8(void) {
 
   /* The C generator reproduces the fixture's input bit for bit. */
   size_t in_numel = (size_t)n * 3 * h * w;
-  float *gen = malloc(in_numel * sizeof(float)), *stored = read_tensor(f, "input", in_numel);
+  float *gen = malloc(in_numel * sizeof(float)), *stored = test_fixture_f32(f, "input", in_numel);
   golden_fill("input", 0.0, 1.0, gen, in_numel);
   CHECK(stored && memcmp(gen, stored, in_numel * sizeof(float)) == 0,
         "the C generator differs from tools/reference/golden_init.py on \"input\"");

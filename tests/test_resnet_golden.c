@@ -33,19 +33,6 @@ typedef struct golden_run {
   float *host_params, *host_buffers;                    /* host copies for comparisons */
 } golden_run;
 
-static float *read_tensor(const dsc_safetensors *f, const char *name, size_t numel) {
-  float *buf = malloc(numel * sizeof(float));
-  dsc_status *st = dsc_st_read_f32(f, name, buf, numel);
-  if (st) {
-    printf("  %s\n", st->msg);
-    dsc_status_free(st);
-    test_current_failed = 1;
-    free(buf);
-    return NULL;
-  }
-  return buf;
-}
-
 /* The tolerance for fixture entry `key`: the issue's bound, or F32_MARGIN times the distance
  * of float32 PyTorch from the float64 reference (f32err.<key>) where that is larger.
  * Why: resnet50 at 2x3x64x64 (the issue's configuration) is ill-conditioned — float32
@@ -83,14 +70,14 @@ static void compare_entry(const dsc_safetensors *f, const char *key, const float
     return;
   }
   if (dsc_st_find(f, key)) {
-    float *want = read_tensor(f, key, numel);
+    float *want = test_fixture_f32(f, key, numel);
     if (!want) return;
     CHECK_CLOSE(key, got, want, numel, tol);
     free(want);
     return;
   }
   snprintf(name, sizeof name, "%s@sample", key);
-  float *want = read_tensor(f, name, SAMPLES);
+  float *want = test_fixture_f32(f, name, SAMPLES);
   if (!want) return;
   float *sample = malloc(SAMPLES * sizeof(float));
   for (size_t k = 0; k < SAMPLES; k++) sample[k] = got[(k * numel) / SAMPLES];
@@ -186,16 +173,16 @@ static void run_golden(const char *path, const dsc_resnet_config *cfg, int n, in
   const int classes = 10, c5 = r.net.out_channels;
   n_widened = n_unverifiable = 0;
   size_t in_numel = (size_t)n * 3 * h * w;
-  float *x_nchw = read_tensor(f, "input", in_numel);
+  float *x_nchw = test_fixture_f32(f, "input", in_numel);
   float *gen = malloc(in_numel * sizeof(float)), *x = malloc(in_numel * sizeof(float));
   golden_fill("input", 0.0, 1.0, gen, in_numel);
   if (x_nchw) CHECK(memcmp(gen, x_nchw, in_numel * sizeof(float)) == 0,
                     "the C generator differs from tools/reference/golden_init.py on \"input\"");
   nchw_to_nhwc(gen, x, n, 3, h, w);
-  float *head_w = read_tensor(f, "head.weight", (size_t)classes * c5);
-  float *head_b = read_tensor(f, "head.bias", classes);
-  float *target = read_tensor(f, "head.target", (size_t)n * classes);
-  float *lrs = read_tensor(f, "sgd.lr", 3);
+  float *head_w = test_fixture_f32(f, "head.weight", (size_t)classes * c5);
+  float *head_b = test_fixture_f32(f, "head.bias", classes);
+  float *target = test_fixture_f32(f, "head.target", (size_t)n * classes);
+  float *lrs = test_fixture_f32(f, "sgd.lr", 3);
   if (!x_nchw || !head_w || !head_b || !target || !lrs) goto done;
 
   /* Step 0: forward outputs, loss, gradients, running statistics. */

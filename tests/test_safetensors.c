@@ -76,18 +76,6 @@ static dsc_safetensors *accept_header(const char *header, size_t data_len) {
   return f;
 }
 
-static unsigned char *file_read(const char *path, size_t *size) {
-  FILE *fp = fopen(path, "rb");
-  if (!fp) return NULL;
-  fseek(fp, 0, SEEK_END);
-  long n = ftell(fp);
-  fseek(fp, 0, SEEK_SET);
-  unsigned char *b = malloc(n > 0 ? (size_t)n : 1);
-  *size = fread(b, 1, (size_t)n, fp);
-  fclose(fp);
-  return b;
-}
-
 static void file_write(const char *path, const char *text) {
   FILE *fp = fopen(path, "wb");
   if (!fp) return;
@@ -381,7 +369,7 @@ static void test_roundtrip(void) {
   dsc_st_writer_free(wr);
 
   size_t size = 0;
-  unsigned char *raw = file_read(path, &size);
+  unsigned char *raw = test_file_read(path, &size);
   CHECK(raw && size >= 8, "read back %zu bytes", size);
   if (!raw) return;
   uint64_t h = 0;
@@ -478,7 +466,7 @@ static void test_header_padding(void) {
     CHECK_OK(dsc_st_writer_save(wr, path));
     dsc_st_writer_free(wr);
     size_t size = 0;
-    unsigned char *raw = file_read(path, &size);
+    unsigned char *raw = test_file_read(path, &size);
     uint64_t h = 0;
     for (int i = 7; raw && i >= 0; i--) h = (h << 8) | raw[i];
     CHECK(raw && h % 8 == 0 && size == 8 + h + 1 && raw[size - 1] == 7,
