@@ -26,6 +26,7 @@ typedef enum dsc_rng_purpose {
   DSC_RNG_BENCH = 7,       /* synthetic benchmark inputs */
   DSC_RNG_SCENES = 8,      /* scene generator: (split, scene index, draw) */
   DSC_RNG_SEG_AUGMENT = 9, /* segmentation training augmentation: (epoch, image, draw) */
+  DSC_RNG_DROPOUT = 10,    /* fine-tuning dropout masks: (step, image, channel) */
 } dsc_rng_purpose;
 
 /* Philox4x32-10 on a 128-bit counter with a 64-bit key; writes 4 uniformly distributed words. */

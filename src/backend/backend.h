@@ -159,6 +159,33 @@ struct dsc_backend {
                       float alpha, const float *a, int lda, const float *b, int ldb,
                       float beta, float *c, int ldc);
 
+  /* ---- segmentation head (FCN fine-tuning, METHOD.md §7) ----
+   * Bilinear resize x (n,h,w,c) -> y (n,oh,ow,c), PyTorch's F.interpolate(mode='bilinear',
+   * align_corners=False) without antialiasing, for any sizes (up or down): output row Y reads
+   * source row sy = max((Y + 0.5) * h / oh - 0.5, 0), y0 = floor(sy), y1 = min(y0 + 1, h - 1),
+   * ly = sy - y0 (weights 1 - ly, ly), likewise columns; oh == h and ow == w copy exactly. */
+  dsc_status *(*resize_bilinear_forward)(dsc_backend *be, int n, int h, int w, int c, int oh,
+                                         int ow, float *y, const float *x);
+  /* Its gradient: dx (n,h,w,c) = the adjoint applied to dy (n,oh,ow,c), overwritten (=). */
+  dsc_status *(*resize_bilinear_backward)(dsc_backend *be, int n, int h, int w, int c, int oh,
+                                          int ow, float *dx, const float *dy);
+  /* y[i,p,ch] = x[i,p,ch] * scale[i*c + ch] for x, y (n,hw,c) and scale (n,c): Dropout2d's
+   * forward and backward with scale = keep / (1 - p). y may alias x. */
+  dsc_status *(*channel_scale)(dsc_backend *be, int n, int hw, int c, float *y, const float *x,
+                               const float *scale);
+  /* Softmax cross-entropy of `pixels` rows of `classes` logits (NHWC rows, classes
+   * contiguous) against uint8 labels (backend memory; `ignore` = no loss, no gradient; every
+   * other label is < classes, which the caller guarantees). With p = softmax(row):
+   *   loss_sum[0] = sum over non-ignored rows of -log p[label] (one float, backend memory,
+   *                 overwritten; log-sum-exp with the row maximum subtracted);
+   *   dlogits = grad_scale * (p - onehot(label)) on non-ignored rows, 0 on ignored ones (=);
+   *             NULL skips it.
+   * grad_scale = 1 / (non-ignored pixels) gives the gradient of the mean (PyTorch's
+   * CrossEntropyLoss(ignore_index, reduction='mean')). */
+  dsc_status *(*softmax_ce)(dsc_backend *be, int64_t pixels, int classes, const float *logits,
+                            const uint8_t *labels, int ignore, float grad_scale, float *loss_sum,
+                            float *dlogits);
+
   /* ---- optimizer and momentum encoder (one loop over a blob) ----
    * torch.optim.SGD: g' = g + wd*p; buf = mom*buf + g'; p -= lr*(nesterov ? g' + mom*buf : buf) */
   dsc_status *(*sgd_step)(dsc_backend *be, size_t n, float *p, const float *g, float *buf,
