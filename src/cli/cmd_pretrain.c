@@ -16,10 +16,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "cli/run_folder.h"
 #include "cli/synthetic.h"
 #include "dsc/config.h"
 #include "dsc/dist.h"
@@ -43,66 +43,6 @@ static void usage(FILE *out) {
           "on the command line; docs/config.md). --resume is run.resume=1, --allow-partial is\n"
           "model.allow_partial=1 (model.init need not match the backbone exactly; docs/export.md):\n\n");
   dsc_config_print_keys(out);
-}
-
-/* mkdir -p */
-static dsc_status *make_dirs(const char *path, const char *key) {
-  char buf[DSC_CONFIG_PATH_MAX];
-  snprintf(buf, sizeof buf, "%s", path);
-  for (char *p = buf + 1; ; p++) {
-    if (*p == '/' || *p == 0) {
-      char c = *p;
-      *p = 0;
-      if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-        return dsc_errorf("%s=%s: cannot create %s: %s", key, path, buf, strerror(errno));
-      *p = c;
-      if (!c) break;
-    }
-  }
-  struct stat sb;
-  if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) return dsc_errorf("%s=%s is not a directory", key, path);
-  return NULL;
-}
-
-static int file_exists(const char *p) {
-  struct stat sb;
-  return stat(p, &sb) == 0;
-}
-
-/* Keeps the lines of metrics.jsonl whose step is below `step` (a resumed run rewrites the
- * steps after its checkpoint). */
-static dsc_status *metrics_truncate(const char *path, int64_t step) {
-  FILE *f = fopen(path, "r");
-  if (!f) return NULL;
-  char tmp[DSC_CONFIG_PATH_MAX + 128];
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  FILE *o = fopen(tmp, "w");
-  if (!o) {
-    fclose(f);
-    return dsc_errorf("cannot write %s: %s", tmp, strerror(errno));
-  }
-  char *line = NULL;
-  size_t cap = 0;
-  while (getline(&line, &cap, f) > 0) {
-    json_t *j = json_loads(line, 0, NULL);
-    json_t *s = j ? json_object_get(j, "step") : NULL;
-    if (s && json_is_integer(s) && json_integer_value(s) < step) fputs(line, o);
-    json_decref(j);
-  }
-  free(line);
-  fclose(f);
-  if (fclose(o) != 0 || rename(tmp, path) != 0) return dsc_errorf("cannot rewrite %s: %s", path, strerror(errno));
-  return NULL;
-}
-
-static void format_duration(double s, char *buf, size_t cap) {
-  if (!(s >= 0) || s > 1e8) {
-    snprintf(buf, cap, "?");
-    return;
-  }
-  long t = (long)(s + 0.5);
-  if (t >= 3600) snprintf(buf, cap, "%ldh%02ldm", t / 3600, (t / 60) % 60);
-  else snprintf(buf, cap, "%ldm%02lds", t / 60, t % 60);
 }
 
 typedef struct run_state {
@@ -161,9 +101,9 @@ static dsc_status *run(run_state *r, int *interrupted) {
     return dsc_errorf("data.batch=%d (the global batch) is not divisible by the %d processes", cfg->batch,
                       r->world);
   snprintf(r->ckpt, sizeof r->ckpt, "%s/checkpoint.safetensors", cfg->out);
-  if (lead) DSC_TRY(make_dirs(cfg->out, "run.out"));
+  if (lead) DSC_TRY(cli_make_dirs(cfg->out, "run.out"));
   /* Only rank 0 needs the run folder: the others receive its state (dsc_ssl_model_set_dist). */
-  int have_ckpt = lead ? file_exists(r->ckpt) : cfg->resume;
+  int have_ckpt = lead ? cli_file_exists(r->ckpt) : cfg->resume;
   if (have_ckpt && !cfg->resume)
     return dsc_errorf("run.out=%s already holds a checkpoint: continue it with --resume (run.resume=1) "
                       "or choose another run.out", cfg->out);
@@ -236,7 +176,7 @@ static dsc_status *run(run_state *r, int *interrupted) {
     snprintf(path, sizeof path, "%s/config.ini", cfg->out);
     DSC_TRY(dsc_config_write_ini(cfg, path));
     snprintf(path, sizeof path, "%s/metrics.jsonl", cfg->out);
-    DSC_TRY(metrics_truncate(path, start));
+    DSC_TRY(cli_metrics_truncate(path, start));
     r->metrics = fopen(path, "a");
     if (!r->metrics) return dsc_errorf("cannot open %s: %s", path, strerror(errno));
   }
@@ -271,7 +211,7 @@ static dsc_status *run(run_state *r, int *interrupted) {
     lr = dsc_lr_at(&sched, s);
     dsc_ssl_step_info info;
     if (dumping && s == dump_at) {
-      if (lead) DSC_TRY(make_dirs(cfg->dump_step, "run.dump_step"));
+      if (lead) DSC_TRY(cli_make_dirs(cfg->dump_step, "run.dump_step"));
       snprintf(path, sizeof path, "%s/step.safetensors", cfg->dump_step);
       dsc_ssl_meta meta = {s, e, r->total, (int64_t)r->images, lr, r->world};
       DSC_TRY(dsc_ssl_dump_step(&r->model, b->a, b->b, b->n, b->size, lr, &meta, path, &info));
@@ -305,16 +245,11 @@ static dsc_status *run(run_state *r, int *interrupted) {
               (long long)s, (long long)e, lr, info.loss_total, info.loss_ins, info.loss_pix,
               info.loss_sem, ips, data_time, now - t_start);
       fflush(r->metrics);
-      double eta = (now - t_start) / (double)(s + 1 - start) * (double)(r->total - s - 1);
+      double eta = cli_eta(now - t_start, s + 1 - start, s + 1, r->total);
       char eta_s[32];
-      format_duration(eta, eta_s, sizeof eta_s);
+      cli_format_duration(eta, eta_s, sizeof eta_s);
       if (tty) {
-        int width = 24, filled = (int)((double)(s + 1) / r->total * width);
-        char bar[32];
-        for (int i = 0; i < width; i++) bar[i] = i < filled ? '#' : '.';
-        bar[width] = 0;
-        fprintf(stderr, "\r[%s] step %lld/%lld  %.1f img/s  ETA %s  loss %.4f  ", bar,
-                (long long)(s + 1), (long long)r->total, ips, eta_s, info.loss_total);
+        cli_progress_bar(stderr, s + 1, r->total, ips, eta, info.loss_total);
       } else {
         fprintf(stderr, "step %lld/%lld epoch %lld lr %.4g loss %.4f (ins %.4f pix %.4f sem %.4f) "
                 "%.1f img/s ETA %s\n", (long long)(s + 1), (long long)r->total, (long long)e, lr,
