@@ -1,6 +1,7 @@
 /* bench_ops.c: micro-benchmark of the CPU backend's ops on the layers of one ResNet
  * training step (forward + backward), reported as milliseconds per op type, plus the
- * hand-written batch norm against oneDNN's batch normalization on the same shapes.
+ * hand-written batch norm against oneDNN's batch normalization on the same shapes, and the
+ * FCN segmentation head's ops (resize, channel scale, softmax cross-entropy) once each.
  * Not part of `make test`; built by hand (see docs/performance.md, "CPU ops"):
  *
  *   make build/libdsc.a
@@ -305,6 +306,31 @@ int main(int argc, char **argv) {
     for (int k = 0; k < 9; k++) be->free(be, bufs[k]);
     be->free(be, am);
   }
+  /* the FCN segmentation head's own ops (not part of the pretraining step; METHOD.md §7):
+   * 21-class logits at stride 8 resized to the input, Dropout2d on 512 channels at stride 8,
+   * softmax cross-entropy over every pixel (every 10th ignored) */
+  double t_rs = 0, t_rs_b = 0, t_cs = 0, t_ce = 0;
+  {
+    const int s8 = (size + 7) / 8, ncls = 21, cd = 512;
+    const size_t nlo = (size_t)batch * s8 * s8 * ncls, nhi = (size_t)batch * size * size * ncls;
+    const size_t ncd = (size_t)batch * s8 * s8 * cd, npix = (size_t)batch * size * size;
+    float *lo = falloc(be, nlo), *hi = falloc(be, nhi), *dhi = falloc(be, nhi);
+    float *dlo = falloc(be, nlo), *fx = falloc(be, ncd), *fy = falloc(be, ncd);
+    float *sc = falloc(be, (size_t)batch * cd), *loss = falloc(be, 1);
+    uint8_t *lab = NULL;
+    die_if(be->alloc(be, npix, (void **)&lab), "alloc");
+    for (size_t k = 0; k < npix; k++) lab[k] = k % 10 == 9 ? 255 : (uint8_t)(k % ncls);
+    TIME_MIN(t_rs, reps, die_if(be->resize_bilinear_forward(be, batch, s8, s8, ncls, size, size,
+                                                            hi, lo), "resize"));
+    TIME_MIN(t_rs_b, reps, die_if(be->resize_bilinear_backward(be, batch, s8, s8, ncls, size,
+                                                               size, dlo, dhi), "resize bwd"));
+    TIME_MIN(t_cs, reps, die_if(be->channel_scale(be, batch, s8 * s8, cd, fy, fx, sc), "chscale"));
+    TIME_MIN(t_ce, reps, die_if(be->softmax_ce(be, (int64_t)npix, ncls, hi, lab, 255,
+                                               1.0f / (float)npix, loss, dhi), "softmax_ce"));
+    float *bufs[] = {lo, hi, dhi, dlo, fx, fy, sc, loss};
+    for (int k = 0; k < 8; k++) be->free(be, bufs[k]);
+    be->free(be, lab);
+  }
   printf("\ntotals per training step (ms):\n");
   for (int k = 0; k < T_COUNT; k++) printf("  %-34s %9.1f\n", t_names[k], 1e3 * total[k]);
   printf("  %-34s %9.1f\n", "conv total",
@@ -317,6 +343,11 @@ int main(int argc, char **argv) {
   printf("  %-34s %9.1f   (%zu parameters)\n", "sgd step (nesterov, wd)", 1e3 * t_sgd, n_params);
   printf("  %-34s %9.1f\n", "ema (momentum encoder)", 1e3 * t_ema);
   printf("  %-34s %9.1f\n", "zero gradients", 1e3 * t_zero);
+  printf("\nFCN head ops, once per step (ms; not in the totals above):\n");
+  printf("  %-34s %9.2f\n", "resize_bilinear forward (x8, 21 ch)", 1e3 * t_rs);
+  printf("  %-34s %9.2f\n", "resize_bilinear backward", 1e3 * t_rs_b);
+  printf("  %-34s %9.2f\n", "channel_scale (512 ch)", 1e3 * t_cs);
+  printf("  %-34s %9.2f\n", "softmax_ce (21 classes, dlogits)", 1e3 * t_ce);
   dnnl_stream_destroy(strm);
   dnnl_engine_destroy(eng);
   be->destroy(be);

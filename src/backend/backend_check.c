@@ -5,6 +5,7 @@
  * overflowing int. Error messages start with the op's name as backend.h spells it. */
 #include <limits.h>
 #include <math.h>
+#include <string.h>
 
 #include "backend/backend_check.h"
 
@@ -239,6 +240,56 @@ dsc_status *backend_check_gemm(int trans_a, int trans_b, int m, int n, int k, co
     return dsc_errorf("gemm: ldc %d is less than C's row length %d", ldc, n);
   if (m > 0 && n > 0 && (!c || (k > 0 && (!a || !b))))
     return dsc_errorf("gemm: a, b, c must not be NULL");
+  return NULL;
+}
+
+/* ---- segmentation head ---- */
+
+/* Element counts are compared in double so that no product overflows; 2^60 leaves every
+ * backend room for int64 offsets in bytes. */
+#define SEG_MAX_ELEMS 1152921504606846976.0 /* 2^60 */
+
+dsc_status *backend_check_resize_bilinear(const char *op, int n, int h, int w, int c, int oh, int ow,
+                                          const float *out, const float *in) {
+  const int backward = strcmp(op, "resize_bilinear_backward") == 0;
+  if (n < 1 || h < 1 || w < 1 || c < 1 || oh < 1 || ow < 1)
+    return dsc_errorf("%s: sizes must be >= 1 (n=%d h=%d w=%d c=%d oh=%d ow=%d)", op, n, h, w, c,
+                      oh, ow);
+  const double in_elems = (double)n * h * w * c, out_elems = (double)n * oh * ow * c;
+  if (in_elems >= SEG_MAX_ELEMS || out_elems >= SEG_MAX_ELEMS)
+    return dsc_errorf("%s: %.0f input or %.0f output elements exceed 2^60 (n=%d h=%d w=%d c=%d "
+                      "oh=%d ow=%d)",
+                      op, in_elems, out_elems, n, h, w, c, oh, ow);
+  if (!out || !in)
+    return dsc_errorf("%s: %s must not be NULL", op, backward ? "dx and dy" : "y and x");
+  return NULL;
+}
+
+dsc_status *backend_check_channel_scale(int n, int hw, int c, const float *y, const float *x,
+                                        const float *scale) {
+  if (n < 1 || hw < 1 || c < 1)
+    return dsc_errorf("channel_scale: sizes must be >= 1 (n=%d hw=%d c=%d)", n, hw, c);
+  if ((double)n * hw * c >= SEG_MAX_ELEMS)
+    return dsc_errorf("channel_scale: %.0f elements exceed 2^60 (n=%d hw=%d c=%d)",
+                      (double)n * hw * c, n, hw, c);
+  if (!y || !x || !scale) return dsc_errorf("channel_scale: y, x and scale must not be NULL");
+  return NULL;
+}
+
+dsc_status *backend_check_softmax_ce(int64_t pixels, int classes, const float *logits,
+                                     const uint8_t *labels, int ignore, const float *loss_sum) {
+  if (pixels < 0) return dsc_errorf("softmax_ce: pixels %lld must be >= 0", (long long)pixels);
+  if (classes < 1 || classes > 65535)
+    return dsc_errorf("softmax_ce: classes %d is outside [1, 65535]", classes);
+  if (ignore < 0 || ignore > 255)
+    return dsc_errorf("softmax_ce: ignore %d is outside [0, 255] (labels are uint8)", ignore);
+  if ((double)pixels * classes >= SEG_MAX_ELEMS)
+    return dsc_errorf("softmax_ce: %lld pixels x %d classes exceed 2^60 logits",
+                      (long long)pixels, classes);
+  if (!loss_sum) return dsc_errorf("softmax_ce: loss_sum must not be NULL");
+  if (pixels > 0 && (!logits || !labels))
+    return dsc_errorf("softmax_ce: logits and labels must not be NULL (pixels=%lld)",
+                      (long long)pixels);
   return NULL;
 }
 

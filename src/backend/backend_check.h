@@ -66,6 +66,18 @@ dsc_status *backend_check_linear_backward(int n, int in, int out, const float *d
                                           const float *w);
 dsc_status *backend_check_gemm(int trans_a, int trans_b, int m, int n, int k, const float *a,
                                int lda, const float *b, int ldb, const float *c, int ldc);
+/* Segmentation head. resize_bilinear: `op` is "resize_bilinear_forward" (out = y, in = x) or
+ * "resize_bilinear_backward" (out = dx, in = dy); sizes >= 1, pointers non-NULL, n*h*w*c and
+ * n*oh*ow*c below 2^60 elements. */
+dsc_status *backend_check_resize_bilinear(const char *op, int n, int h, int w, int c, int oh, int ow,
+                                          const float *out, const float *in);
+dsc_status *backend_check_channel_scale(int n, int hw, int c, const float *y, const float *x,
+                                        const float *scale);
+/* pixels >= 0 (0: loss_sum = 0 and nothing else is read), classes in [1, 65535], ignore in
+ * [0, 255], loss_sum non-NULL, logits and labels non-NULL when pixels > 0, pixels*classes below
+ * 2^60. Labels themselves are not read (device memory); grad_scale is not checked. */
+dsc_status *backend_check_softmax_ce(int64_t pixels, int classes, const float *logits,
+                                     const uint8_t *labels, int ignore, const float *loss_sum);
 dsc_status *backend_check_sgd(size_t n, const float *p, const float *g, const float *buf,
                               float lr, float momentum, float weight_decay, int nesterov);
 dsc_status *backend_check_ema(size_t n, const float *shadow, const float *p, float m);

@@ -242,6 +242,80 @@ static void test_pool(void) {
   for (size_t i = 0; i < sizeof hp / sizeof hp[0]; i++) free(hp[i]);
 }
 
+/* The segmentation-head ops (cuda_seg.cu) against the CPU backend: resize both ways (up, down,
+ * mixed, same size), channel_scale in place, softmax_ce with ignored labels; the resize backward
+ * and the loss are gathers / fixed-order reductions, so two GPU runs must give the same bits. */
+static void seg_resize_case(int n, int h, int w, int c, int oh, int ow, uint64_t seed) {
+  dsc_backend *G = g_gpu;
+  const size_t nin = (size_t)n * h * w * c, nout = (size_t)n * oh * ow * c;
+  float *x = test_rand_buf(nin, seed, -1, 1), *dy = test_rand_buf(nout, seed + 1, -1, 1);
+  float *y = calloc(nout, 4), *dx = calloc(nin, 4);
+  CHECK_OK(g_cpu->resize_bilinear_forward(g_cpu, n, h, w, c, oh, ow, y, x));
+  CHECK_OK(g_cpu->resize_bilinear_backward(g_cpu, n, h, w, c, oh, ow, dx, dy));
+  float *X = up(G, x, nin), *DY = up(G, dy, nout), *Y = up(G, NULL, nout), *DX = up(G, NULL, nin);
+  CHECK_OK(G->resize_bilinear_forward(G, n, h, w, c, oh, ow, Y, X));
+  CHECK_OK(G->resize_bilinear_backward(G, n, h, w, c, oh, ow, DX, DY));
+  char what[96];
+  snprintf(what, sizeof what, "resize y %dx%d -> %dx%d", h, w, oh, ow);
+  cmp_dev(what, G, Y, y, nout, TOL_FP32);
+  snprintf(what, sizeof what, "resize dx %dx%d -> %dx%d", h, w, oh, ow);
+  cmp_dev(what, G, DX, dx, nin, TOL_FP32);
+  float *first = down(G, DX, nin);
+  CHECK_OK(G->resize_bilinear_backward(G, n, h, w, c, oh, ow, DX, DY));
+  float *second = down(G, DX, nin);
+  CHECK(memcmp(first, second, nin * 4) == 0, "resize dx %dx%d -> %dx%d: two GPU runs differ", h, w,
+        oh, ow);
+  G->free(G, X), G->free(G, DY), G->free(G, Y), G->free(G, DX);
+  free(x), free(dy), free(y), free(dx), free(first), free(second);
+}
+
+static void test_seg(void) {
+  seg_resize_case(2, 64, 64, 21, 256, 256, 41);
+  seg_resize_case(1, 33, 65, 3, 129, 257, 43);
+  seg_resize_case(2, 129, 97, 5, 31, 40, 45);
+  seg_resize_case(1, 9, 4, 3, 5, 11, 47);
+  seg_resize_case(1, 7, 9, 5, 7, 9, 49);
+  dsc_backend *G = g_gpu;
+  /* channel_scale, in place on the GPU */
+  const int n = 3, hw = 2000, c = 21;
+  const size_t nx = (size_t)n * hw * c;
+  float *x = test_rand_buf(nx, 51, -2, 2), *s = test_rand_buf((size_t)n * c, 52, 0, 2);
+  float *y = calloc(nx, 4);
+  CHECK_OK(g_cpu->channel_scale(g_cpu, n, hw, c, y, x, s));
+  float *X = up(G, x, nx), *S = up(G, s, (size_t)n * c);
+  CHECK_OK(G->channel_scale(G, n, hw, c, X, X, S));
+  cmp_dev("channel_scale", G, X, y, nx, TOL_SAME);
+  G->free(G, X), G->free(G, S), free(x), free(s), free(y);
+  /* softmax_ce: 21 classes, every 7th label ignored, more rows than one block of partials */
+  const int64_t pixels = 2 * 300 * 300 + 5;
+  const int classes = 21;
+  const size_t nl = (size_t)pixels * classes;
+  float *logits = test_rand_buf(nl, 53, -8, 8), *u = test_rand_buf((size_t)pixels, 54, 0, 1);
+  uint8_t *lab = malloc((size_t)pixels);
+  for (int64_t r = 0; r < pixels; r++) {
+    const int v = (int)(u[r] * classes);
+    lab[r] = r % 7 == 3 ? 255 : (uint8_t)(v < classes ? v : classes - 1);
+  }
+  float *dl = calloc(nl, 4), loss = 0;
+  CHECK_OK(g_cpu->softmax_ce(g_cpu, pixels, classes, logits, lab, 255, 1e-5f, &loss, dl));
+  float *L = up(G, logits, nl), *DL = up(G, NULL, nl), *LS = up(G, NULL, 1);
+  uint8_t *LAB = up(G, NULL, ((size_t)pixels + 3) / 4);
+  CHECK_OK(G->upload(G, LAB, lab, (size_t)pixels));
+  CHECK_OK(G->softmax_ce(G, pixels, classes, L, LAB, 255, 1e-5f, LS, DL));
+  float gl = NAN, gl2 = NAN;
+  CHECK_OK(G->download(G, &gl, LS, 4));
+  cmp_scalar("softmax_ce loss", gl, loss, TOL_FP32);
+  cmp_dev("softmax_ce dlogits", G, DL, dl, nl, TOL_FP32);
+  CHECK_OK(G->softmax_ce(G, pixels, classes, L, LAB, 255, 1e-5f, LS, NULL));
+  CHECK_OK(G->download(G, &gl2, LS, 4));
+  CHECK(memcmp(&gl, &gl2, 4) == 0, "softmax_ce loss: two GPU runs differ (%.9g vs %.9g)", gl, gl2);
+  CHECK_OK(G->softmax_ce(G, 0, classes, NULL, NULL, 255, 1.0f, LS, NULL));
+  CHECK_OK(G->download(G, &gl2, LS, 4));
+  CHECK(gl2 == 0.0f, "softmax_ce with 0 pixels: loss %g", gl2);
+  G->free(G, L), G->free(G, DL), G->free(G, LS), G->free(G, LAB);
+  free(logits), free(u), free(lab), free(dl);
+}
+
 static void test_elementwise(void) {
   size_t n = 100003;
   dsc_backend *G = g_gpu;
@@ -679,6 +753,7 @@ static const dsc_test tests[] = {
     {"conv_bf16", test_conv_bf16},
     {"bn", test_bn},
     {"pool", test_pool},
+    {"seg", test_seg},
     {"elementwise", test_elementwise},
     {"dense", test_dense},
     {"ssl_norm_gather_queue", test_ssl_norm_gather_queue},

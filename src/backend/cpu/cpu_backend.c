@@ -1,7 +1,7 @@
 /* cpu_backend.c: the fast CPU backend ("cpu"): its op table and constructor, thread
  * settings, host memory and the backend-owned scratch buffers. The ops live in cpu_conv.c
- * (oneDNN), cpu_bn.c, cpu_pool.c, cpu_elementwise.c, cpu_optim.c (OpenMP) and cpu_dense.c
- * (oneDNN's sgemm); conventions in cpu_ops.h and backend.h. bn_update_running and the
+ * (oneDNN), cpu_bn.c, cpu_pool.c, cpu_elementwise.c, cpu_optim.c, cpu_seg.c (OpenMP) and
+ * cpu_dense.c (oneDNN's sgemm); conventions in cpu_ops.h and backend.h. bn_update_running and the
  * argument checks are shared with the reference backend (backend_check.c).
  *
  * Each instance owns one oneDNN CPU engine and stream, created here, and no global state
@@ -164,6 +164,10 @@ dsc_status *dsc_backend_cpu_new(int threads, dsc_backend **out) {
   be->linear_forward = cpu_linear_forward;
   be->linear_backward = cpu_linear_backward;
   be->gemm = cpu_gemm;
+  be->resize_bilinear_forward = cpu_resize_bilinear_forward;
+  be->resize_bilinear_backward = cpu_resize_bilinear_backward;
+  be->channel_scale = cpu_channel_scale;
+  be->softmax_ce = cpu_softmax_ce;
   be->sgd_step = cpu_sgd_step;
   be->ema = cpu_ema;
   be->synchronize = backend_synchronize_host;

@@ -126,4 +126,15 @@ dsc_status *cpu_gemm(dsc_backend *be, int trans_a, int trans_b, int m, int n, in
                      float alpha, const float *a, int lda, const float *b, int ldb, float beta,
                      float *c, int ldc);
 
+/* cpu_seg.c */
+dsc_status *cpu_resize_bilinear_forward(dsc_backend *be, int n, int h, int w, int c, int oh,
+                                        int ow, float *y, const float *x);
+dsc_status *cpu_resize_bilinear_backward(dsc_backend *be, int n, int h, int w, int c, int oh,
+                                         int ow, float *dx, const float *dy);
+dsc_status *cpu_channel_scale(dsc_backend *be, int n, int hw, int c, float *y, const float *x,
+                              const float *scale);
+dsc_status *cpu_softmax_ce(dsc_backend *be, int64_t pixels, int classes, const float *logits,
+                           const uint8_t *labels, int ignore, float grad_scale, float *loss_sum,
+                           float *dlogits);
+
 #endif

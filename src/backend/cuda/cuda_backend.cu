@@ -1,8 +1,8 @@
 /* cuda_backend.cu: the CUDA backend ("cuda"): its constructor, the two op tables (backend.h's
  * dsc_backend and ssl_ops.h's dsc_ssl_ops), device memory, host<->device copies, synchronize and
  * the per-purpose scratch slots (cuda_scratch). The ops live in cuda_conv.cu (cuDNN),
- * cuda_dense.cu (cuBLAS), cuda_bn.cu, cuda_pool.cu, cuda_elementwise.cu, cuda_ssl_contrast.cu and
- * cuda_ssl_cluster.cu; conventions in cuda_internal.h and backend.h.
+ * cuda_dense.cu (cuBLAS), cuda_bn.cu, cuda_pool.cu, cuda_elementwise.cu, cuda_seg.cu,
+ * cuda_ssl_contrast.cu and cuda_ssl_cluster.cu; conventions in cuda_internal.h and backend.h.
  *
  * One instance owns one non-blocking stream on one GPU; its cuBLAS and cuDNN handles are bound
  * to that stream, so every op is queued in issue order and nothing waits for the GPU except
@@ -297,6 +297,10 @@ extern "C" dsc_status *dsc_backend_cuda_new(int device, int bf16, dsc_backend **
   be->linear_forward = cuda_linear_forward;
   be->linear_backward = cuda_linear_backward;
   be->gemm = cuda_gemm;
+  be->resize_bilinear_forward = cuda_resize_bilinear_forward;
+  be->resize_bilinear_backward = cuda_resize_bilinear_backward;
+  be->channel_scale = cuda_channel_scale;
+  be->softmax_ce = cuda_softmax_ce;
   be->sgd_step = cuda_sgd_step;
   be->ema = cuda_ema;
   *out = be;

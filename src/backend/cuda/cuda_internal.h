@@ -9,6 +9,7 @@
  *   cuda_pool.cu        max pool with argmax, global average pool
  *   cuda_elementwise.cu relu, add, sgd, ema, bf16 conversion
  *   cuda_dense.cu       linear forward/backward and row-major gemm (cuBLAS)
+ *   cuda_seg.cu         bilinear resize forward/backward, channel scale, softmax cross-entropy
  *   cuda_ssl_contrast.cu  ssl ops: copy, gather_rows, enqueue, pool_norm, l2norm, match,
  *                       neighbors, infonce (+heads), triplet, nonfinite
  *   cuda_ssl_cluster.cu ssl ops: kmeans_init, kmeans_run, loss_kmeans, loss_proto (Sinkhorn)
@@ -82,6 +83,7 @@ typedef enum cuda_slot {
   CUDA_SLOT_BN,           /* cuda_bn.cu */
   CUDA_SLOT_POOL,         /* cuda_pool.cu */
   CUDA_SLOT_DENSE,        /* cuda_dense.cu */
+  CUDA_SLOT_SEG,          /* cuda_seg.cu (softmax_ce's per-block partial sums) */
   CUDA_SLOT_CONTRAST_A,   /* cuda_ssl_contrast.cu */
   CUDA_SLOT_CONTRAST_B,
   CUDA_SLOT_CONTRAST_C,
@@ -166,6 +168,16 @@ dsc_status *cuda_linear_backward(dsc_backend *be, int n, int in, int out, float 
 dsc_status *cuda_gemm(dsc_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha,
                       const float *a, int lda, const float *b, int ldb, float beta, float *c,
                       int ldc);
+dsc_status *cuda_resize_bilinear_forward(dsc_backend *be, int n, int h, int w, int c, int oh,
+                                         int ow, float *y, const float *x);
+dsc_status *cuda_resize_bilinear_backward(dsc_backend *be, int n, int h, int w, int c, int oh,
+                                          int ow, float *dx, const float *dy);
+dsc_status *cuda_channel_scale(dsc_backend *be, int n, int hw, int c, float *y, const float *x,
+                               const float *scale);
+dsc_status *cuda_softmax_ce(dsc_backend *be, int64_t pixels, int classes, const float *logits,
+                            const uint8_t *labels, int ignore, float grad_scale, float *loss_sum,
+                            float *dlogits);
+
 /* out[j] += sum_r x[r*cols + j] (rows, cols >= 1): a deterministic two-stage column sum in double
  * (fixed order), partial sums in `slot`. The bias gradients of linear layers and convolutions. */
 dsc_status *cuda_colsum_add(cuda_impl *impl, cuda_slot slot, const float *x, int64_t rows,

@@ -1,6 +1,6 @@
 /* ref_backend.c: the reference backend ("ref"): its op table and constructor, host memory,
  * elementwise ops, SGD and EMA. The arithmetic ops live in ref_conv.c, ref_bn.c,
- * ref_pool.c and ref_dense.c (conventions in ref_ops.h and backend.h); bn_update_running
+ * ref_pool.c, ref_dense.c and ref_seg.c (conventions in ref_ops.h and backend.h); bn_update_running
  * and the argument checks are shared with the CPU backend (backend_check.c).
  *
  * Memory is host memory: alloc is a zero-filled aligned_alloc with 64-byte alignment (size
@@ -140,6 +140,10 @@ dsc_status *dsc_backend_ref_new(dsc_backend **out) {
   be->linear_forward = ref_linear_forward;
   be->linear_backward = ref_linear_backward;
   be->gemm = ref_gemm;
+  be->resize_bilinear_forward = ref_resize_bilinear_forward;
+  be->resize_bilinear_backward = ref_resize_bilinear_backward;
+  be->channel_scale = ref_channel_scale;
+  be->softmax_ce = ref_softmax_ce;
   be->sgd_step = ref_sgd_step;
   be->ema = ref_ema;
   be->synchronize = backend_synchronize_host;
