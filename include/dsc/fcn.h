@@ -29,6 +29,8 @@
 
 #include <stdint.h>
 
+#include "dsc/dataset.h"
+#include "dsc/eval.h"
 #include "dsc/optim.h"
 #include "dsc/params.h"
 #include "dsc/resnet.h"
@@ -46,7 +48,9 @@ typedef struct dsc_fcn {
   dsc_backend *be; /* not owned */
   dsc_fcn_config cfg;
   dsc_table table;
-  dsc_resnet net;
+  dsc_resnet net;   /* valid when has_backbone */
+  int has_backbone; /* 0: a head alone (dsc_fcn_create_head) */
+  int in_channels;  /* channels of the head's input (C5) */
   /* Backend blobs (params, grads, SGD momentum, buffers) and host copies. */
   float *params, *grads, *momentum, *buffers;
   float *host_params, *host_buffers;
@@ -65,6 +69,11 @@ typedef struct dsc_fcn {
 /* Builds the model on `be` with gradients and SGD momentum, initialized from `seed`. Errors: a bad
  * config (named), out of memory. */
 dsc_status *dsc_fcn_create(dsc_fcn *m, dsc_backend *be, const dsc_fcn_config *cfg, uint64_t seed);
+/* The head alone on inputs of `in_channels` channels, without a backbone (cfg->backbone and
+ * cfg->layout unused): for tests of the head, and heads on features computed elsewhere. Only the
+ * dsc_fcn_head_* functions and the tensor functions apply to it. */
+dsc_status *dsc_fcn_create_head(dsc_fcn *m, dsc_backend *be, const dsc_fcn_config *cfg, int in_channels,
+                                uint64_t seed);
 void dsc_fcn_free(dsc_fcn *m);
 
 /* Loads a backbone from any weights file dsc reads (dsc checkpoint or export, torchvision .pth, a
@@ -105,6 +114,34 @@ dsc_status *dsc_fcn_head_train(dsc_fcn *m, const float *c5, int n, int h5, int w
 /* Evaluation forward of the head: logits (n, h5, w5, classes) in backend memory owned by the model
  * (valid until the next call). */
 dsc_status *dsc_fcn_head_eval(dsc_fcn *m, const float *c5, int n, int h5, int w5, const float **logits);
+
+/* ---- evaluation (src/finetune/fcn_eval.c) ----
+ * mmseg's test protocol: each image preprocessed by dsc_seg_eval_load (Resize to the test scale
+ * keeping the ratio, Normalize), logits at that size by whole-image inference (dsc_fcn_predict) or
+ * by sliding windows (mmseg's slide_inference: windows of crop_w x crop_h at stride_w x stride_h,
+ * rows of windows at y1 = min(i * stride_h, h - crop_h) clipped to 0 (likewise columns), a window
+ * no larger than the image, logits summed where windows overlap and divided by their count), then
+ * bilinearly resized to the original label size (align_corners = False), argmax (ties: smallest
+ * class), and a confusion matrix over the non-ignored pixels of every image. */
+typedef struct dsc_fcn_eval_config {
+  int slide;                 /* 0: whole image, 1: sliding windows */
+  int crop_w, crop_h;        /* slide window */
+  int stride_w, stride_h;    /* slide stride */
+  int scale_w, scale_h;      /* test Resize img_scale; 0, 0: original size */
+  int64_t max_images;        /* the first N images (0: all) */
+  int strict;                /* an unreadable image is an error (else skipped with a warning) */
+  int progress;              /* "evaluating i/n" on stderr */
+} dsc_fcn_eval_config;
+
+/* Scores of the model on `val` (a dataset with label maps; labels must be < classes or 255, else
+ * an error naming the file). `out` is owned by the caller (dsc_seg_scores_free). */
+dsc_status *dsc_fcn_evaluate(dsc_fcn *m, const dsc_dataset *val, const dsc_fcn_eval_config *cfg,
+                             dsc_seg_scores *out);
+
+/* The logits (h, w, classes) of one preprocessed image x_host (h, w, 3) on the host, by whole or
+ * sliding-window inference as in dsc_fcn_evaluate. */
+dsc_status *dsc_fcn_infer(dsc_fcn *m, const float *x_host, int h, int w, const dsc_fcn_eval_config *cfg,
+                          float *out);
 
 /* Host blobs <-> backend blobs (parameters, buffers and SGD momentum). */
 dsc_status *dsc_fcn_download(dsc_fcn *m, float *host_momentum);

@@ -6,7 +6,9 @@
  * `dsc bench step method=X [key=value ...]` — the full pretraining step of a method (EMA, key
  * forward with shuffle-BN, query forward, losses, backward, SGD, enqueue) on synthetic views,
  * configuration keys as `dsc pretrain` (defaults: METHOD.md's, bn_groups 8, queue 65536);
- * bench/torch_step.py --method X times the same step in PyTorch. */
+ * bench/torch_step.py --method X times the same step in PyTorch.
+ * `dsc bench finetune` — the FCN fine-tuning step of `dsc finetune seg` on a synthetic batch;
+ * bench/torch_finetune_step.py times it in PyTorch (bench/finetune_vs_torch.sh runs both). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,7 @@
 #include "cli/commands.h"
 #include "cli/synthetic.h"
 #include "dsc/config.h"
+#include "dsc/fcn.h"
 #include "dsc/loader.h"
 #include "dsc/rng.h"
 #include "dsc/ssl.h"
@@ -175,6 +178,69 @@ static int bench_method(cli_args *a, int size, int batch, int threads, long warm
   return rc;
 }
 
+/* `dsc bench finetune`: the FCN fine-tuning step (dsc_fcn_train_step: forward, loss, backward,
+ * SGD) on a synthetic batch of `size` x `size` crops with random labels (about 1 in 16 ignored);
+ * bench/torch_finetune_step.py times the same step in PyTorch. */
+static int bench_finetune(cli_args *a, const dsc_resnet_config *rc, int size, int batch, int threads,
+                          long warmup, long steps) {
+  long classes, dilate;
+  const char *dil = cli_get(a, "dilate");
+  if (cli_report(cli_get_int(a, "classes", 2, 254, &classes))) return 2;
+  if (!dil) dilate = rc->depth == 50;
+  else if (cli_report(cli_get_int(a, "dilate", 0, 1, &dilate))) return 2;
+  dsc_fcn_config fc = {*rc, {{0}, {0}}, 256, (int)classes, 0.1f};
+  if (dilate) dsc_resnet_layout_dilated8(&fc.layout);
+  size_t npx = (size_t)batch * size * size;
+  float *x = malloc(npx * 3 * sizeof *x);
+  uint8_t *labels = malloc(npx);
+  double *times = calloc((size_t)steps, sizeof *times);
+  dsc_status *st = !x || !labels || !times ? dsc_errorf("out of memory for the synthetic batch") : NULL;
+  for (size_t i = 0; !st && i < npx * 3; i++) x[i] = (float)dsc_rng_normal(0, DSC_RNG_BENCH, 3, (uint32_t)i, 0);
+  for (size_t i = 0; !st && i < npx; i++) {
+    double u = dsc_rng_uniform(0, DSC_RNG_BENCH, 4, (uint32_t)i, 0);
+    labels[i] = u < 1.0 / 16 ? 255 : (uint8_t)(u * 16 / 15 * classes) % classes;
+  }
+  dsc_backend *be = NULL;
+  dsc_fcn m;
+  memset(&m, 0, sizeof m);
+  float *xd = NULL;
+  if (!st) st = dsc_backend_open(cli_get(a, "device"), cli_get(a, "precision"), threads, &be);
+  if (!st) st = dsc_fcn_create(&m, be, &fc, 0);
+  if (!st) st = be->alloc(be, npx * 3 * sizeof *x, (void **)&xd);
+  if (!st) st = be->upload(be, xd, x, npx * 3 * sizeof *x);
+  const dsc_sgd_config sgd = {0.9f, 5e-4f, 0};
+  dsc_fcn_step_info info;
+  for (long s = 0; !st && s < warmup + steps; s++) {
+    double t = synthetic_now_s();
+    st = dsc_fcn_train_step(&m, xd, labels, batch, size, size, s, 0, &sgd, 0.01, &info);
+    if (!st && be->synchronize) st = be->synchronize(be);
+    if (s >= warmup) times[s - warmup] = synthetic_now_s() - t;
+  }
+  int rcode = 0;
+  if (st) {
+    rcode = cli_report(st);
+  } else {
+    char what[160];
+    snprintf(what, sizeof what, "finetune fcn %s%s%s %dx%d b%d", cli_get(a, "arch"), rc->small_stem ? "-small" : "",
+             dilate ? "-d8" : "", size, size, batch);
+    size_t used = 0;
+    double gpu_mb = -1;
+    if (be->device_memory_used) {
+      dsc_status *mst = be->device_memory_used(be, &used);
+      if (!mst) gpu_mb = used / 1048576.0;
+      dsc_status_free(mst);
+    }
+    report_steps(a, what, NULL, threads, batch, times, steps, gpu_mb);
+  }
+  if (xd) be->free(be, xd);
+  if (m.be) dsc_fcn_free(&m);
+  if (be) be->destroy(be);
+  free(x);
+  free(labels);
+  free(times);
+  return rcode;
+}
+
 int cmd_bench(int argc, char **argv) {
   cli_option opts[] = {
       {"arch", 1, "resnet50", "resnet18, resnet34 or resnet50", NULL},
@@ -187,20 +253,26 @@ int cmd_bench(int argc, char **argv) {
       {"json", 0, NULL, "one JSON object per line instead of a table", NULL},
       {"path", 1, NULL, "data: folder of images", NULL},
       {"batches", 1, "30", "data: timed batches (threads: a list, default 1,2; batch default 64)", NULL},
+      {"classes", 1, "21", "finetune: classes of the FCN head", NULL},
+      {"dilate", 1, NULL, "finetune: 1 = dilated layers 3-4, output stride 8 (default for resnet50), 0 = plain", NULL},
+      {"device", 1, "cpu", "finetune: cpu|cuda", NULL},
+      {"precision", 1, "fp32", "finetune: fp32|bf16", NULL},
   };
   cli_args a = {.command = "bench", .opts = opts, .n_opts = sizeof opts / sizeof opts[0]};
   if (cli_report(cli_parse(&a, argc, argv))) return 2;
   if (a.help || a.n_positional == 0) {
-    cli_print_help(&a, "dsc bench step [method=X key=value ...]|data [options]",
+    cli_print_help(&a, "dsc bench step [method=X key=value ...]|finetune|data [options]",
                    "step: times the training step of a ResNet (forward, backward, SGD) on a synthetic batch;\n"
                    "  with method=X (and any dsc pretrain key=value), the full pretraining step of method X.\n"
+                   "finetune: times the FCN fine-tuning step (dsc finetune seg's) on a synthetic batch.\n"
                    "data: times the loader's two-view augmented batches from --path.",
                    a.help ? stdout : stderr);
     return a.help ? 0 : 2;
   }
   if (a.n_positional == 1 && strcmp(a.positional[0], "data") == 0) return bench_data(&a);
-  if (strcmp(a.positional[0], "step") != 0 || (a.n_positional > 1 && !strchr(a.positional[1], '='))) {
-    fprintf(stderr, "dsc: error: unknown benchmark \"%s\" (available: step, data)\n", a.positional[0]);
+  int finetune = a.n_positional == 1 && strcmp(a.positional[0], "finetune") == 0;
+  if (!finetune && (strcmp(a.positional[0], "step") != 0 || (a.n_positional > 1 && !strchr(a.positional[1], '=')))) {
+    fprintf(stderr, "dsc: error: unknown benchmark \"%s\" (available: step, finetune, data)\n", a.positional[0]);
     return 2;
   }
   long size, batch, threads, warmup, steps;
@@ -212,6 +284,7 @@ int cmd_bench(int argc, char **argv) {
       cli_report(cli_get_int(&a, "steps", 1, 1000, &steps)) ||
       cli_report(synthetic_parse_model(cli_get(&a, "arch"), cli_get(&a, "stem"), &cfg)))
     return 2;
+  if (finetune) return bench_finetune(&a, &cfg, (int)size, (int)batch, (int)threads, warmup, steps);
   if (a.n_positional > 1) return bench_method(&a, (int)size, (int)batch, (int)threads, warmup, steps);
   synthetic_run r;
   dsc_status *st = synthetic_init(&r, &cfg, (int)batch, (int)size, (int)threads, 0);

@@ -10,6 +10,7 @@ int cmd_bench(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_pretrain(int argc, char **argv);
 int cmd_export(int argc, char **argv);
+int cmd_finetune(int argc, char **argv);
 
 /* Prints "dsc: <message>" for an error, frees it, and returns 1; returns 0 for NULL. */
 #include "dsc/status.h"

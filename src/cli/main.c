@@ -26,6 +26,7 @@ static const struct {
     {"bench", cmd_bench, "throughput of the training step or data pipeline (dsc bench step|data)"},
     {"data", cmd_data, "check a dataset (dsc data check) or build the scene benchmark (dsc data scenes)"},
     {"export", cmd_export, "the backbone for torchvision (safetensors, .pth), mmdet/mmseg (.pth), detectron2 (.pkl)"},
+    {"finetune", cmd_finetune, "FCN semantic-segmentation fine-tuning of a backbone, mIoU (dsc finetune seg)"},
     {"eval", cmd_eval, "frozen-backbone evaluation: k-NN, linear probe, dense probe, clustering"},
     {"viz", cmd_viz, "pictures: loss curves, PCA and cluster maps of dense features (PNG)"},
 };

@@ -24,7 +24,7 @@ static dsc_status *check_config(const dsc_fcn_config *c) {
 
 static dsc_status *add_head_tensors(dsc_fcn *m) {
   dsc_table *t = &m->table;
-  const int64_t C5 = m->net.out_channels, ch = m->cfg.channels, K = m->cfg.classes;
+  const int64_t C5 = m->in_channels, ch = m->cfg.channels, K = m->cfg.classes;
   char name[96];
   for (int i = 0; i < 2; i++) {
     int64_t conv_shape[4] = {ch, i == 0 ? C5 : ch, 3, 3}, vec[1] = {ch};
@@ -47,7 +47,7 @@ static dsc_status *add_head_tensors(dsc_fcn *m) {
 
 /* mmseg's head initialization (fcn.h). */
 static void init_head(dsc_fcn *m, uint64_t seed) {
-  const int C5 = m->net.out_channels, ch = m->cfg.channels, K = m->cfg.classes;
+  const int C5 = m->in_channels, ch = m->cfg.channels, K = m->cfg.classes;
   char name[96];
   for (int i = 0; i < 2; i++) {
     snprintf(name, sizeof name, "decode_head.convs.%d.conv.weight", i);
@@ -70,12 +70,9 @@ static void init_head(dsc_fcn *m, uint64_t seed) {
   for (int k = 0; k < K; k++) m->host_params[m->seg_b_off + k] = 0.0f;
 }
 
-dsc_status *dsc_fcn_create(dsc_fcn *m, dsc_backend *be, const dsc_fcn_config *cfg, uint64_t seed) {
-  memset(m, 0, sizeof *m);
-  DSC_TRY(check_config(cfg));
-  m->be = be;
-  m->cfg = *cfg;
-  DSC_TRY(dsc_resnet_init_layout(&m->net, be, &cfg->backbone, &cfg->layout, &m->table, "backbone."));
+/* Allocates the blobs of the table and initializes the head (and the backbone when there is one). */
+static dsc_status *finish_create(dsc_fcn *m, uint64_t seed) {
+  dsc_backend *be = m->be;
   DSC_TRY(add_head_tensors(m));
   size_t pbytes = m->table.param_numel * sizeof(float), bbytes = m->table.buffer_numel * sizeof(float);
   DSC_TRY(be->alloc(be, pbytes, (void **)&m->params));
@@ -85,10 +82,34 @@ dsc_status *dsc_fcn_create(dsc_fcn *m, dsc_backend *be, const dsc_fcn_config *cf
   m->host_params = calloc(m->table.param_numel, sizeof(float));
   m->host_buffers = calloc(m->table.buffer_numel, sizeof(float));
   if (!m->host_params || !m->host_buffers) return dsc_errorf("out of memory for the FCN model's weights");
-  dsc_resnet_init_weights(&m->net, &m->table, seed, m->host_params, m->host_buffers);
+  if (m->has_backbone) {
+    dsc_resnet_init_weights(&m->net, &m->table, seed, m->host_params, m->host_buffers);
+    dsc_resnet_bind(&m->net, m->params, m->grads, m->buffers);
+  }
   init_head(m, seed);
-  dsc_resnet_bind(&m->net, m->params, m->grads, m->buffers);
   return dsc_fcn_upload(m, NULL);
+}
+
+dsc_status *dsc_fcn_create(dsc_fcn *m, dsc_backend *be, const dsc_fcn_config *cfg, uint64_t seed) {
+  memset(m, 0, sizeof *m);
+  DSC_TRY(check_config(cfg));
+  m->be = be;
+  m->cfg = *cfg;
+  DSC_TRY(dsc_resnet_init_layout(&m->net, be, &cfg->backbone, &cfg->layout, &m->table, "backbone."));
+  m->has_backbone = 1;
+  m->in_channels = m->net.out_channels;
+  return finish_create(m, seed);
+}
+
+dsc_status *dsc_fcn_create_head(dsc_fcn *m, dsc_backend *be, const dsc_fcn_config *cfg, int in_channels,
+                                uint64_t seed) {
+  memset(m, 0, sizeof *m);
+  DSC_TRY(check_config(cfg));
+  if (in_channels < 1 || in_channels > 65536) return dsc_errorf("FCN head input channels %d: expected 1..65536", in_channels);
+  m->be = be;
+  m->cfg = *cfg;
+  m->in_channels = in_channels;
+  return finish_create(m, seed);
 }
 
 void dsc_fcn_free(dsc_fcn *m) {
@@ -99,7 +120,7 @@ void dsc_fcn_free(dsc_fcn *m) {
     m->be->free(m->be, m->buffers);
     m->be->free(m->be, m->arena);
   }
-  dsc_resnet_free(&m->net);
+  if (m->has_backbone) dsc_resnet_free(&m->net);
   dsc_table_free(&m->table);
   free(m->host_params);
   free(m->host_buffers);
@@ -123,6 +144,7 @@ dsc_status *dsc_fcn_download(dsc_fcn *m, float *host_momentum) {
 }
 
 dsc_status *dsc_fcn_load_backbone(dsc_fcn *m, const char *path, int allow_partial) {
+  if (!m->has_backbone) return dsc_errorf("%s: this FCN model is a head without a backbone", path);
   dsc_safetensors *f = NULL;
   DSC_TRY(dsc_weights_open(path, &f));
   dsc_resnet_config found;
@@ -154,7 +176,7 @@ static dsc_status *plan(dsc_fcn *m, int n, int h5, int w5, int oh, int ow) {
   be->free(be, m->arena);
   m->arena = NULL;
   const size_t n5 = (size_t)n * h5 * w5, ch = (size_t)m->cfg.channels, K = (size_t)m->cfg.classes;
-  const size_t nout = (size_t)n * oh * ow, C5 = (size_t)m->net.out_channels;
+  const size_t nout = (size_t)n * oh * ow, C5 = (size_t)m->in_channels;
   /* Sizes in floats, each rounded up to 16 (64 bytes). */
   size_t sizes[20], total = 0;
   int k = 0;
@@ -195,7 +217,7 @@ static dsc_status *plan(dsc_fcn *m, int n, int h5, int w5, int oh, int ow) {
 }
 
 static dsc_conv_shape head_conv(const dsc_fcn *m, int i, int n, int h5, int w5) {
-  int cin = i == 0 ? m->net.out_channels : m->cfg.channels;
+  int cin = i == 0 ? m->in_channels : m->cfg.channels;
   return (dsc_conv_shape){n, h5, w5, cin, m->cfg.channels, 3, 3, 1, 1, 1};
 }
 
@@ -314,6 +336,7 @@ dsc_status *dsc_fcn_train_step(dsc_fcn *m, const float *x, const uint8_t *labels
                                int w, int64_t step, uint64_t seed, const dsc_sgd_config *sgd,
                                double lr, dsc_fcn_step_info *info) {
   dsc_backend *be = m->be;
+  if (!m->has_backbone) return dsc_errorf("dsc_fcn_train_step: the model is a head without a backbone");
   DSC_TRY(be->zero(be, m->grads, m->table.param_numel));
   dsc_resnet_features f;
   DSC_TRY(dsc_resnet_forward(&m->net, x, n, h, w, 1, 1, &f));
@@ -325,6 +348,7 @@ dsc_status *dsc_fcn_train_step(dsc_fcn *m, const float *x, const uint8_t *labels
 
 dsc_status *dsc_fcn_predict(dsc_fcn *m, const float *x, int n, int h, int w, float *out) {
   dsc_backend *be = m->be;
+  if (!m->has_backbone) return dsc_errorf("dsc_fcn_predict: the model is a head without a backbone");
   dsc_resnet_features f;
   DSC_TRY(dsc_resnet_forward(&m->net, x, n, h, w, 0, 1, &f));
   DSC_TRY(plan(m, n, f.h[3], f.w[3], h, w));
@@ -338,7 +362,8 @@ dsc_status *dsc_fcn_predict(dsc_fcn *m, const float *x, int n, int h, int w, flo
 /* ---- tensors in files ---- */
 
 dsc_status *dsc_fcn_add_tensors(dsc_fcn *m, dsc_st_writer *w, const float *host_momentum) {
-  DSC_TRY(dsc_weights_add(w, &m->table, "backbone.", "backbone.", m->host_params, m->host_buffers,
+  if (m->has_backbone)
+    DSC_TRY(dsc_weights_add(w, &m->table, "backbone.", "backbone.", m->host_params, m->host_buffers,
                           &m->net.num_batches_tracked));
   DSC_TRY(dsc_weights_add(w, &m->table, "decode_head.", "decode_head.", m->host_params, m->host_buffers,
                           &m->head_batches_tracked));
@@ -362,9 +387,11 @@ static dsc_status *read_counter(const dsc_safetensors *f, const char *name, int6
 }
 
 dsc_status *dsc_fcn_read_tensors(dsc_fcn *m, const dsc_safetensors *f, float *host_momentum) {
-  DSC_TRY(dsc_weights_load(f, &m->table, "backbone.", "backbone.", m->host_params, m->host_buffers, 0));
+  if (m->has_backbone) {
+    DSC_TRY(dsc_weights_load(f, &m->table, "backbone.", "backbone.", m->host_params, m->host_buffers, 0));
+    DSC_TRY(read_counter(f, "backbone.bn1.num_batches_tracked", &m->net.num_batches_tracked));
+  }
   DSC_TRY(dsc_weights_load(f, &m->table, "decode_head.", "decode_head.", m->host_params, m->host_buffers, 0));
-  DSC_TRY(read_counter(f, "backbone.bn1.num_batches_tracked", &m->net.num_batches_tracked));
   DSC_TRY(read_counter(f, "decode_head.convs.0.bn.num_batches_tracked", &m->head_batches_tracked));
   if (host_momentum) {
     char name[160];
