@@ -5,7 +5,8 @@
  * dataset. Several protocols in one invocation share the features: each (dataset, split) is
  * extracted once (include/dsc/features.h), kept in memory, and handed to the protocols of
  * include/dsc/eval.h. Results go to stdout as a table and to a JSON file (--out) holding every
- * number, the weights and their provenance, the data and the times.
+ * number, the weights and their provenance, the data and the times; --save-probe also writes the
+ * trained linear probe in raw feature space (include/dsc/probe_file.h) for `dsc viz gradcam`.
  */
 #include "cli/cmd_eval.h"
 
@@ -23,6 +24,7 @@
 #include "cli/commands.h"
 #include "dsc/eval.h"
 #include "dsc/features.h"
+#include "dsc/probe_file.h"
 
 enum { P_KNN = 1, P_LINEAR = 2, P_SEG = 4, P_CLUSTER = 8, P_ALL = 15 };
 static const char *const protocol_names[4] = {"knn", "linear", "seg", "cluster"};
@@ -68,7 +70,7 @@ static dsc_status *parse_protocols(const cli_args *a, int *out) {
 /* The numbers of the command line, checked. */
 typedef struct eval_opts {
   int protocols;
-  const char *weights, *out;
+  const char *weights, *out, *save_probe;
   int depth, small_stem;
   long seed, threads, size, resize, batch, classes, max_train, max_val;
   int strict, quiet, allow_partial;
@@ -375,6 +377,27 @@ static void print_iou(const dsc_seg_scores *seg, const dsc_seg_scores *cluster, 
   }
 }
 
+/* --save-probe: the linear probe's classifier in raw pooled-feature space (include/dsc/probe_file.h),
+ * with the class names in index order and what it was trained on. */
+static dsc_status *save_probe(const eval_state *S, dsc_probe_file *probe, const dsc_linear_probe_result *r) {
+  char **names = calloc((size_t)probe->classes, sizeof *names);
+  if (!names) return dsc_errorf("dsc eval: out of memory for --save-probe");
+  for (int k = 0; k < probe->classes; k++) names[k] = (char *)dsc_dataset_class_name(S->cls_train.ds, k);
+  probe->class_names = names;
+  char size[32], resize[32], arch[32], top1[64];
+  snprintf(size, sizeof size, "%d", S->cls_train.size);
+  snprintf(resize, sizeof resize, "%d", S->cls_train.resize);
+  snprintf(arch, sizeof arch, "resnet%d%s", S->m.cfg.depth, S->m.cfg.small_stem ? " (small stem)" : "");
+  snprintf(top1, sizeof top1, "%.9g", r->test_top1);
+  const char *keys[] = {"weights", "arch", "train", "val", "size", "resize", "val_top1"};
+  const char *values[] = {S->o.weights, arch, S->cls_train.path, S->cls_val.path, size, resize, top1};
+  dsc_status *st = dsc_probe_file_save(S->o.save_probe, probe, 7, keys, values);
+  probe->class_names = NULL;
+  free(names);
+  if (!st && !S->o.quiet) fprintf(stderr, "dsc eval: linear probe (raw feature space) -> %s\n", S->o.save_probe);
+  return st ? dsc_status_wrap(st, "dsc eval: --save-probe %s", S->o.save_probe) : NULL;
+}
+
 static dsc_status *run_protocols(eval_state *S) {
   const int p = S->o.protocols;
   dsc_backend *be = S->m.be;
@@ -398,8 +421,21 @@ static dsc_status *run_protocols(eval_state *S) {
     const eval_split *tr = &S->cls_train, *va = &S->cls_val;
     double t0 = now_seconds();
     dsc_linear_probe_result r;
-    DSC_TRY(dsc_linear_probe(be, &S->o.linear, tr->f.n, va->f.n, tr->f.c, S->cls_classes, tr->f.pooled,
-                             tr->f.labels, va->f.pooled, va->f.labels, NULL, &r));
+    dsc_probe_file probe = {.classes = S->cls_classes, .c = tr->f.c};
+    if (S->o.save_probe) {
+      probe.weight = malloc((size_t)probe.classes * probe.c * sizeof *probe.weight);
+      probe.bias = malloc((size_t)probe.classes * sizeof *probe.bias);
+      if (!probe.weight || !probe.bias) {
+        free(probe.weight), free(probe.bias);
+        return dsc_errorf("dsc eval: out of memory for --save-probe");
+      }
+    }
+    dsc_status *lst = dsc_linear_probe_fit(be, &S->o.linear, tr->f.n, va->f.n, tr->f.c, S->cls_classes,
+                                           tr->f.pooled, tr->f.labels, va->f.pooled, va->f.labels, NULL, &r,
+                                           probe.weight, probe.bias);
+    if (!lst && S->o.save_probe) lst = save_probe(S, &probe, &r);
+    free(probe.weight), free(probe.bias);
+    DSC_TRY(lst);
     double dt = now_seconds() - t0;
     printf("%-8s %-10s %10.4f %10.2f\n", "linear", "top1", r.test_top1, dt);
     printf("%-8s %-10s %10.4f\n", "", "train_top1", r.train_top1);
@@ -585,6 +621,9 @@ static dsc_status *read_options(const cli_args *a, eval_opts *o) {
   o->weights = cli_get(a, "weights");
   if (!o->weights) return dsc_errorf("dsc eval needs --weights (a dsc checkpoint or export, a .pth, or random)");
   o->out = cli_get(a, "out");
+  o->save_probe = cli_get(a, "save-probe");
+  if (o->save_probe && !(o->protocols & P_LINEAR))
+    return dsc_errorf("dsc eval: --save-probe %s saves the linear probe: add the linear protocol", o->save_probe);
   const char *arch = cli_get(a, "arch"), *stem = cli_get(a, "stem");
   o->depth = 0;
   if (arch && !(o->depth = dsc_resnet_depth_from_name(arch)))
@@ -672,6 +711,8 @@ int cmd_eval(int argc, char **argv) {
       {"train", 1, NULL, "imagefolder train split for knn/linear (with --val; overrides --data)", NULL},
       {"val", 1, NULL, "imagefolder val split for knn/linear", NULL},
       {"out", 1, "eval.json", "JSON results file", NULL},
+      {"save-probe", 1, NULL, "linear: write the probe (raw pooled-C5 space, class names) to this .safetensors "
+                              "(for dsc viz gradcam --target probe)", NULL},
       {"size", 1, "0", "working size; 0: the first train image's side when square, else 224", NULL},
       {"resize", 1, "0", "shorter side before the center crop; 0: size*8/7 (knn/linear), size (seg/cluster)", NULL},
       {"classes", 1, "0", "class count; 0: from the data (seg: max label + 1 over train)", NULL},

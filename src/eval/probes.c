@@ -6,7 +6,8 @@
  * Standardization is folded into the classifier: with mu, sd the train per-channel mean and
  * std, logits = W ((x - mu) / sd) + b = W' x + b' where W' = W / sd and b' = b - W' mu, so the
  * features are never copied; a gradient G' = dL/dW' computed on raw features becomes
- * dL/dW = (G' - gb mu) / sd.
+ * dL/dW = (G' - gb mu) / sd. The folded W', b' (float32) are what the predictions use and what
+ * dsc_linear_probe_fit hands out for `dsc eval --save-probe` (include/dsc/probe_file.h).
  */
 #include <limits.h>
 #include <math.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 
 #include "dsc/eval.h"
+#include "dsc/probe_file.h"
 #include "dsc/rng.h"
 #include "eval/eval_internal.h"
 
@@ -336,6 +338,18 @@ dsc_status *dsc_linear_probe(dsc_backend *be, const dsc_probe_config *cfg, int64
                              const int32_t *train_labels, const float *test,
                              const int32_t *test_labels, int32_t *test_pred,
                              dsc_linear_probe_result *out) {
+  return dsc_linear_probe_fit(be, cfg, n_train, n_test, d, classes, train, train_labels, test,
+                              test_labels, test_pred, out, NULL, NULL);
+}
+
+/* include/dsc/probe_file.h: the same training, and the classifier the predictions used (the
+ * folded raw-space wf, bf: logits = wf x + bf on raw pooled features). */
+dsc_status *dsc_linear_probe_fit(dsc_backend *be, const dsc_probe_config *cfg, int64_t n_train,
+                                 int64_t n_test, int d, int classes, const float *train,
+                                 const int32_t *train_labels, const float *test,
+                                 const int32_t *test_labels, int32_t *test_pred,
+                                 dsc_linear_probe_result *out, float *raw_weight,
+                                 float *raw_bias) {
   const char *fn = "dsc_linear_probe";
   DSC_TRY(probe_config_check(fn, cfg));
   if (!out) return dsc_errorf("%s: out is NULL", fn);
@@ -390,6 +404,8 @@ dsc_status *dsc_linear_probe(dsc_backend *be, const dsc_probe_config *cfg, int64
       goto done;
     if (test_labels) out->test_top1 = (double)ok / (double)n_test;
   }
+  if (raw_weight) memcpy(raw_weight, p.wf, (size_t)classes * d * sizeof *raw_weight);
+  if (raw_bias) memcpy(raw_bias, p.bf, (size_t)classes * sizeof *raw_bias);
 done:
   free(perm);
   free(xb);
