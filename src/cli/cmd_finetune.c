@@ -57,7 +57,7 @@ typedef struct ft_opts {
   dsc_dataset_format format;
   int depth, small_stem, dilated, classes, channels, batch, threads, workers;
   double dropout, lr, min_lr, power, momentum, wd;
-  int64_t iters, eval_every, ckpt_every, log_every, max_val;
+  int64_t iters, eval_every, ckpt_every, log_every, max_val, stop_at;
   dsc_seg_aug_config aug;
   int slide, eval_crop_w, eval_crop_h, eval_stride_w, eval_stride_h, test_w, test_h;
   uint64_t seed;
@@ -133,6 +133,18 @@ static void set_value(cli_args *a, const char *name, const char *value, char poo
   o->value = pool[(*used)++];
 }
 
+/* Non-empty lines of DIR/name (0 when it cannot be read). */
+static int count_lines(const char *dir, const char *name) {
+  char p[4200], line[256];
+  snprintf(p, sizeof p, "%s/%s", dir, name);
+  FILE *f = fopen(p, "r");
+  int n = 0;
+  while (f && fgets(line, sizeof line, f))
+    if (line[0] != '\n' && line[0] != '\r') n++;
+  if (f) fclose(f);
+  return n;
+}
+
 static int is_auto(const cli_args *a, const char *name) { return strcmp(cli_get(a, name), "auto") == 0; }
 
 /* Resolves every option into `o`. The "auto" defaults depend on the format and the batch. */
@@ -193,7 +205,8 @@ static dsc_status *resolve(cli_args *a, ft_opts *o, char pool[][64], int *used) 
                       "cannot dilate (as torchvision): use --dilated 0", o->depth);
 
   if (is_auto(a, "classes")) {
-    snprintf(buf, sizeof buf, "%d", p.classes);
+    int lines = count_lines(o->data, "classes.txt");
+    snprintf(buf, sizeof buf, "%d", lines >= 2 && lines <= 254 ? lines : p.classes);
     set_value(a, "classes", buf, pool, used);
   }
   DSC_TRY(cli_get_int(a, "classes", 2, 254, &v));
@@ -283,6 +296,8 @@ static dsc_status *resolve(cli_args *a, ft_opts *o, char pool[][64], int *used) 
   o->log_every = v;
   DSC_TRY(cli_get_int(a, "max-val", 0, 1L << 40, &v));
   o->max_val = v;
+  DSC_TRY(cli_get_int(a, "stop-at", 0, 1L << 40, &v));
+  o->stop_at = v;
   DSC_TRY(cli_get_int(a, "seed", 0, 0x7fffffffL, &v));
   o->seed = (uint64_t)v;
   DSC_TRY(cli_get_int(a, "threads", 0, 4096, &v));
@@ -547,7 +562,8 @@ static dsc_status *run(ft_run *r, int *interrupted) {
       data_time = 0;
     }
     int do_eval = r->val && ((o->eval_every > 0 && (s + 1) % o->eval_every == 0) || last);
-    int do_save = (o->ckpt_every > 0 && (s + 1) % o->ckpt_every == 0) || last || stop_requested;
+    int stop_here = o->stop_at > 0 && s + 1 == o->stop_at && !last;
+    int do_save = (o->ckpt_every > 0 && (s + 1) % o->ckpt_every == 0) || last || stop_requested || stop_here;
     if (do_save) {
       DSC_TRY(save(r, s + 1, lr));
       last_saved = s + 1;
@@ -567,6 +583,12 @@ static dsc_status *run(ft_run *r, int *interrupted) {
       if (tty) fputc('\n', stderr);
       fprintf(stderr, "dsc: interrupted: saved %s at step %lld; continue with --resume\n", r->ckpt, (long long)(s + 1));
       *interrupted = 1;
+      return NULL;
+    }
+    if (stop_here) {
+      if (tty) fputc('\n', stderr);
+      fprintf(stderr, "dsc: stopped at step %lld (--stop-at): saved %s; continue with --resume\n", (long long)(s + 1),
+              r->ckpt);
       return NULL;
     }
   }
@@ -643,7 +665,7 @@ int cmd_finetune(int argc, char **argv) {
       {"arch", 1, "auto", "resnet18|resnet34|resnet50 (auto: from --weights; resnet50 for random)", NULL},
       {"stem", 1, "auto", "standard|small (auto: from --weights; standard for random)", NULL},
       {"dilated", 1, "auto", "1: layers 3-4 dilated, output stride 8 (mmseg's D8); auto: 1 for resnet50", NULL},
-      {"classes", 1, "auto", "classes (auto: 21 for seg, 19 for cityscapes)", NULL},
+      {"classes", 1, "auto", "classes (auto: the lines of DIR/classes.txt when present, else 21 for seg, 19 for cityscapes)", NULL},
       {"channels", 1, "256", "FCN head width", NULL},
       {"dropout", 1, "0.1", "Dropout2d probability before the classifier", NULL},
       {"batch", 1, "auto", "images per step (auto: 16 seg, 8 cityscapes, mmseg's)", NULL},
@@ -667,6 +689,8 @@ int cmd_finetune(int argc, char **argv) {
       {"ckpt-every", 1, "auto", "checkpoint every N steps and at the end (auto: --eval-every)", NULL},
       {"log-every", 1, "10", "metrics.jsonl / progress every N steps", NULL},
       {"max-val", 1, "0", "evaluate on the first N val images (0: all)", NULL},
+      {"stop-at", 1, "0", "stop after step N with a checkpoint, as an interruption would (exit 0; --resume "
+       "continues): to split a run into jobs, and for tests (0: run to --iters)", NULL},
       {"seed", 1, "0", "seed of the head's initialization, the batches and the dropout masks", NULL},
       {"threads", 1, "0", "CPU threads (0: all cores)", NULL},
       {"workers", 1, "0", "data threads (0: --threads)", NULL},
