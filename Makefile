@@ -133,6 +133,8 @@ golden:
 	/usr/bin/python3 tools/reference/make_loss_golden_cluster.py tests/golden/loss_cluster.safetensors
 	/usr/bin/python3 tools/reference/make_detectron2_names.py tests/golden/detectron2_r50_names.txt
 	/usr/bin/python3 tools/reference/make_dilated_golden.py tests/golden/resnet50_d8.safetensors
+	/usr/bin/python3 tools/reference/make_seg_ops_golden.py tests/golden/seg_ops.safetensors
+	/usr/bin/python3 tools/reference/make_fcn_golden.py tests/golden/fcn_head.safetensors
 
 clean:
 	rm -rf build build-asan bin
