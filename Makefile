@@ -135,6 +135,7 @@ golden:
 	/usr/bin/python3 tools/reference/make_dilated_golden.py tests/golden/resnet50_d8.safetensors
 	/usr/bin/python3 tools/reference/make_seg_ops_golden.py tests/golden/seg_ops.safetensors
 	/usr/bin/python3 tools/reference/make_fcn_golden.py tests/golden/fcn_head.safetensors
+	/usr/bin/python3 tools/reference/make_gradcam_golden.py tests/golden/gradcam.safetensors
 
 clean:
 	rm -rf build build-asan bin
