@@ -7,7 +7,10 @@
 #  - the resolved configuration says run.precision = bf16;
 #  - exact resume on the GPU: 12 steps straight equal its step-6 checkpoint resumed to 12 (fp32,
 #    bitwise: the GPU path is deterministic);
-#  - a checkpoint written on the GPU continues on the CPU (same tensors, same format).
+#  - a checkpoint written on the GPU continues on the CPU (same tensors, same format);
+#  - FCN fine-tuning (`dsc finetune seg --device cuda`, issue #9) on tiny scenes: its first step's
+#    loss equals the CPU's (fp32, 1e-4 relative: same initialization, batch and dropout masks), its
+#    checkpoint continues on the CPU, and its evaluation writes eval.json.
 # Without a usable GPU every check is reported as skipped. Data: $DSC_GPU_DATA or Debian's
 # dataset-fashion-mnist folder.
 set -u
@@ -21,7 +24,7 @@ if [ $? -ne 0 ]; then
   # Only a missing GPU or a build without CUDA is a skip; any other failure is a failure.
   if echo "$probe" | grep -qE "no usable CUDA device|no CUDA device|built without the CUDA backend"; then
     echo "skip: every GPU pretraining check ($(echo "$probe" | tail -n 1))"
-    echo "#summary 0 passed, 0 failed, 11 skipped"
+    echo "#summary 0 passed, 0 failed, 14 skipped"
     exit 0
   fi
   bad "the GPU step runs at all: $(echo "$probe" | tail -c 800)"
@@ -71,4 +74,28 @@ else bad "GPU resume is bitwise exact: $(tail -c 800 "$tmp/cmp") $(tail -c 300 "
   optim.steps=14 > "$tmp/log4" 2>&1
 if [ $? -eq 0 ]; then ok "a GPU checkpoint continues on the CPU"
 else bad "a GPU checkpoint continues on the CPU: $(tail -c 600 "$tmp/log4")"; fi
+
+# ---- FCN fine-tuning on the GPU ----
+"$dsc" data scenes --out "$tmp/scenes" --train 16 --val 4 --size 32 > /dev/null 2>&1
+ft="seg --data $tmp/scenes --weights random --arch resnet18 --stem small --batch 4 --iters 3 --crop 32
+    --scale 32x32 --channels 32 --eval-every 0 --log-every 1 --quiet"
+# shellcheck disable=SC2086
+"$dsc" finetune $ft --out "$tmp/ft_gpu" --device cuda --precision fp32 > "$tmp/ftg" 2>&1
+rc_gpu=$?
+# shellcheck disable=SC2086
+"$dsc" finetune $ft --out "$tmp/ft_cpu" --device cpu > "$tmp/ftc" 2>&1
+if [ $rc_gpu -eq 0 ] && [ -f "$tmp/ft_gpu/eval.json" ]; then ok "dsc finetune seg runs on the GPU and evaluates"
+else bad "dsc finetune seg runs on the GPU: $(tail -c 600 "$tmp/ftg")"; fi
+if /usr/bin/env python3 - "$tmp/ft_gpu/metrics.jsonl" "$tmp/ft_cpu/metrics.jsonl" <<'PY'
+import json, sys
+g, c = ([json.loads(l) for l in open(p) if '"loss"' in l] for p in sys.argv[1:3])
+print(f"  first fine-tuning step loss: GPU {g[0]['loss']:.7f}, CPU {c[0]['loss']:.7f}")
+sys.exit(0 if abs(g[0]["loss"] - c[0]["loss"]) <= 1e-4 * abs(c[0]["loss"]) else 1)
+PY
+then ok "the first fine-tuning step's loss on the GPU equals the CPU's"
+else bad "the first fine-tuning step's loss on the GPU equals the CPU's"; fi
+# shellcheck disable=SC2086
+"$dsc" finetune $ft --iters 5 --out "$tmp/ft_gpu" --resume --device cpu > "$tmp/ftr" 2>&1
+if [ $? -eq 0 ]; then ok "a GPU fine-tuning checkpoint continues on the CPU"
+else bad "a GPU fine-tuning checkpoint continues on the CPU: $(tail -c 600 "$tmp/ftr")"; fi
 finish
