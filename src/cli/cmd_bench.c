@@ -118,6 +118,18 @@ static void report_steps(const cli_args *a, const char *what, const char *method
   }
 }
 
+/* The backend's device memory in use in MiB, or -1 on a host backend (or when it cannot be read). */
+static double device_memory_mb(dsc_backend *be) {
+  size_t used = 0;
+  double mb = -1;
+  if (be->device_memory_used) {
+    dsc_status *st = be->device_memory_used(be, &used);
+    if (!st) mb = used / 1048576.0;
+    dsc_status_free(st);
+  }
+  return mb;
+}
+
 /* `dsc bench step method=X ...`: the pretraining step of a method on two synthetic views. */
 static int bench_method(cli_args *a, int size, int batch, int threads, long warmup, long steps) {
   dsc_config cfg;
@@ -162,13 +174,7 @@ static int bench_method(cli_args *a, int size, int batch, int threads, long warm
     snprintf(what, sizeof what, "%s %s%s %dx%d b%d%s%s", dsc_method_name(cfg.method), cfg.arch,
              strcmp(cfg.stem, "small") == 0 ? "-small" : "", size, size, batch,
              strcmp(cfg.device, "cpu") == 0 ? "" : " ", strcmp(cfg.device, "cpu") == 0 ? "" : cfg.precision);
-    size_t used = 0;
-    double gpu_mb = -1;
-    if (be->device_memory_used) {
-      dsc_status *mst = be->device_memory_used(be, &used);
-      if (!mst) gpu_mb = used / 1048576.0;
-      dsc_status_free(mst);
-    }
+    double gpu_mb = device_memory_mb(be);
     report_steps(a, what, dsc_method_name(cfg.method), threads, batch, times, steps, gpu_mb);
   }
   if (m.be) dsc_ssl_model_free(&m);
@@ -223,13 +229,7 @@ static int bench_finetune(cli_args *a, const dsc_resnet_config *rc, int size, in
     char what[160];
     snprintf(what, sizeof what, "finetune fcn %s%s%s %dx%d b%d", cli_get(a, "arch"), rc->small_stem ? "-small" : "",
              dilate ? "-d8" : "", size, size, batch);
-    size_t used = 0;
-    double gpu_mb = -1;
-    if (be->device_memory_used) {
-      dsc_status *mst = be->device_memory_used(be, &used);
-      if (!mst) gpu_mb = used / 1048576.0;
-      dsc_status_free(mst);
-    }
+    double gpu_mb = device_memory_mb(be);
     report_steps(a, what, NULL, threads, batch, times, steps, gpu_mb);
   }
   if (xd) be->free(be, xd);
