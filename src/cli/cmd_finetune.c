@@ -14,7 +14,8 @@
  * "finetune.<option>", step, total_steps), eval.json (the last evaluation: mIoU, per-class IoU,
  * pixel accuracy). --resume continues exactly from the checkpoint: the batches (seg_data.h), the
  * dropout masks (fcn.h) and the learning rate are functions of the step. SIGINT / SIGTERM: the
- * current step finishes, a checkpoint is written, exit status 130. The signal flag is the one piece
+ * current step finishes, a checkpoint is written, exit status 130; --stop-at N does the same after
+ * step N deterministically (exit 0), to split a run into jobs and for tests. The signal flag is the one piece
  * of process-global state, as a signal handler needs. */
 #include <errno.h>
 #include <inttypes.h>
