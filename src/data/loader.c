@@ -14,12 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dsc/rng.h"
-
-typedef struct ld_bad {
-  char *path;
-  char *reason;
-} ld_bad;
+#include "data/bad_files.h"
+#include "data/epoch_order.h"
 
 typedef struct ld_slot {
   dsc_batch batch;
@@ -53,54 +49,10 @@ struct dsc_loader {
   int in_flight;
   int stop;
   dsc_status *error;
-  uint8_t *state;      /* per dataset image: 0 unknown, 1 usable, 2 bad */
-  ld_bad *bad;
-  size_t n_bad, cap_bad;
+  dsc_bad_files bad;   /* bad files met, remembered across epochs */
   pthread_t *threads;
   int n_threads;
 };
-
-static void ld_default_warn(void *ctx, const char *msg) {
-  (void)ctx;
-  fprintf(stderr, "dsc: warning: %s\n", msg);
-}
-
-/* Records bad image i (under mu). Returns an error under strict mode. */
-static dsc_status *ld_mark_bad(dsc_loader *l, size_t i, dsc_status *why) {
-  if (l->state[i] == 2) {
-    dsc_status_free(why);
-    return NULL;
-  }
-  l->state[i] = 2;
-  if (l->cfg.strict)
-    return dsc_status_wrap(why, "bad image file (data.strict=1)");
-  if (l->n_bad == l->cap_bad) {
-    size_t cap = l->cap_bad ? 2 * l->cap_bad : 16;
-    ld_bad *b = realloc(l->bad, cap * sizeof *b);
-    if (!b) {
-      dsc_status_free(why);
-      return dsc_errorf("out of memory recording bad files");
-    }
-    l->bad = b;
-    l->cap_bad = cap;
-  }
-  const char *path = dsc_dataset_name(l->ds, i);
-  ld_bad *b = &l->bad[l->n_bad];
-  b->path = strdup(path);
-  b->reason = strdup(why->msg);
-  if (!b->path || !b->reason) {
-    free(b->path);
-    free(b->reason);
-    dsc_status_free(why);
-    return dsc_errorf("out of memory recording bad files");
-  }
-  l->n_bad++;
-  char msg[1200];
-  snprintf(msg, sizeof msg, "skipping bad image (replaced by the next usable one): %s", why->msg);
-  dsc_status_free(why);
-  (l->cfg.warn ? l->cfg.warn : ld_default_warn)(l->cfg.warn_ctx, msg);
-  return NULL;
-}
 
 /* One decoded image and the parameters of its views (crops in the decoded image's pixels). */
 typedef struct ld_item {
@@ -153,28 +105,15 @@ static dsc_status *ld_decode(dsc_loader *l, size_t i, ld_item *it) {
   return NULL;
 }
 
-/* Decodes dataset image `want` or, if it is bad, the next usable one; *used gets its index. */
-static dsc_status *ld_load_usable(dsc_loader *l, size_t want, ld_item *it, size_t *used) {
-  for (size_t t = 0; t < l->n_images; t++) {
-    size_t i = (want + t) % l->n_images;
-    pthread_mutex_lock(&l->mu);
-    int known_bad = l->state[i] == 2;
-    pthread_mutex_unlock(&l->mu);
-    if (known_bad) continue;
-    dsc_status *st = ld_decode(l, i, it);
-    pthread_mutex_lock(&l->mu);
-    if (!st) {
-      l->state[i] = 1;
-      pthread_mutex_unlock(&l->mu);
-      *used = i;
-      return NULL;
-    }
-    st = ld_mark_bad(l, i, st);
-    pthread_mutex_unlock(&l->mu);
-    if (st) return st;
-  }
-  return dsc_errorf("no usable image in the dataset (all %zu files are bad; first: %s)", l->n_images,
-                    dsc_dataset_name(l->ds, 0));
+/* ld_decode as a dsc_bad_files_try_fn: ctx is an ld_try. */
+typedef struct ld_try {
+  dsc_loader *l;
+  ld_item *it;
+} ld_try;
+
+static dsc_status *ld_try_decode(void *ctx, size_t i) {
+  ld_try *t = ctx;
+  return ld_decode(t->l, i, t->it);
 }
 
 /* Writes item j of the epoch into its slot. */
@@ -185,7 +124,8 @@ static dsc_status *ld_make_item(dsc_loader *l, size_t j) {
   size_t px = (size_t)l->size * (size_t)l->size;
   ld_item it;
   size_t used = 0;
-  DSC_TRY(ld_load_usable(l, l->items[j], &it, &used));
+  /* dataset image items[j] or, if it is bad, the next usable one */
+  DSC_TRY(dsc_bad_files_load_usable(&l->bad, l->items[j], ld_try_decode, &(ld_try){l, &it}, &used));
   dsc_status *st = NULL;
   if (l->cfg.eval) {
     st = dsc_image_eval_transform(&it.img, l->cfg.eval_resize, l->size, b->a + pos * px * 3);
@@ -260,13 +200,8 @@ void dsc_loader_free(dsc_loader *l) {
   pthread_cond_destroy(&l->done_cv);
   for (int s = 0; l->slots && s < l->n_slots; s++) ld_free_batch(&l->slots[s].batch);
   free(l->slots);
-  for (size_t i = 0; i < l->n_bad; i++) {
-    free(l->bad[i].path);
-    free(l->bad[i].reason);
-  }
-  free(l->bad);
+  dsc_bad_files_free(&l->bad);
   dsc_status_free(l->error);
-  free(l->state);
   free(l->perm);
   free(l->items);
   free(l->batch_start);
@@ -278,16 +213,11 @@ void dsc_loader_free(dsc_loader *l) {
 /* Builds this rank's item list and batch table for the current epoch (threads idle). */
 static void ld_plan_epoch(dsc_loader *l) {
   size_t n = l->n_images;
-  for (size_t i = 0; i < n; i++) l->perm[i] = (uint32_t)i;
-  if (l->cfg.shuffle)
-    for (size_t i = n - 1; i > 0; i--) {
-      double u = dsc_rng_uniform(l->cfg.seed, DSC_RNG_SHUFFLE, l->epoch, (uint32_t)i, 0);
-      size_t j = (size_t)(u * (double)(i + 1));
-      if (j > i) j = i;
-      uint32_t t = l->perm[i];
-      l->perm[i] = l->perm[j];
-      l->perm[j] = t;
-    }
+  if (l->cfg.shuffle) {
+    dsc_epoch_permutation(l->cfg.seed, l->epoch, n, l->perm);
+  } else {
+    for (size_t i = 0; i < n; i++) l->perm[i] = (uint32_t)i;
+  }
   size_t G = (size_t)l->cfg.batch, W = (size_t)l->cfg.world, r = (size_t)l->cfg.rank;
   size_t n_global = l->cfg.drop_last ? n / G : (n + G - 1) / G;
   l->n_items = 0;
@@ -338,9 +268,10 @@ dsc_status *dsc_loader_open(const dsc_dataset *ds, const dsc_loader_config *cfg,
   l->batch_of = malloc(n * sizeof *l->batch_of);
   l->batch_start = malloc(n_global * sizeof *l->batch_start);
   l->batch_n = malloc(n_global * sizeof *l->batch_n);
-  l->state = calloc(n, 1);
+  int bad_ok = dsc_bad_files_init(&l->bad, ds, &l->mu, c.strict, "bad image file (data.strict=1)", c.warn,
+                                  c.warn_ctx) == 0;
   l->slots = calloc((size_t)l->n_slots, sizeof *l->slots);
-  int ok = l->perm && l->items && l->batch_of && l->batch_start && l->batch_n && l->state && l->slots;
+  int ok = l->perm && l->items && l->batch_of && l->batch_start && l->batch_n && bad_ok && l->slots;
   size_t local = (size_t)(c.batch / c.world), px = (size_t)l->size * (size_t)l->size;
   for (int s = 0; ok && s < l->n_slots; s++) {
     dsc_batch *b = &l->slots[s].batch;
@@ -442,16 +373,8 @@ dsc_status *dsc_loader_next(dsc_loader *l, const dsc_batch **out) {
   return NULL;
 }
 
-size_t dsc_loader_bad_count(dsc_loader *l) {
-  pthread_mutex_lock(&l->mu);
-  size_t n = l->n_bad;
-  pthread_mutex_unlock(&l->mu);
-  return n;
-}
+size_t dsc_loader_bad_count(dsc_loader *l) { return dsc_bad_files_count(&l->bad); }
 
 void dsc_loader_bad_file(dsc_loader *l, size_t i, const char **path, const char **reason) {
-  pthread_mutex_lock(&l->mu);
-  *path = i < l->n_bad ? l->bad[i].path : NULL;
-  *reason = i < l->n_bad ? l->bad[i].reason : NULL;
-  pthread_mutex_unlock(&l->mu);
+  dsc_bad_files_get(&l->bad, i, path, reason);
 }

@@ -4,7 +4,8 @@
  * The resized image is never materialized: the crop window is chosen on the resized geometry
  * (the label sampled by nearest neighbour on the fly for the cat_max_ratio test) and only the
  * window's pixels are resampled. Random draws use fixed counter slots (below) so adding a draw
- * never shifts another.
+ * never shifts another. The bilinear resampler and the normalization are also used by the
+ * evaluation images of seg_data.c, through data/seg_resize.h.
  */
 #include "dsc/seg_augment.h"
 
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "data/seg_resize.h"
 #include "dsc/rng.h"
 
 /* Counter slots of dsc_rng_uniform(seed, DSC_RNG_SEG_AUGMENT, epoch, image, slot). */
@@ -81,6 +83,38 @@ static void seg_linear(int d, int src, int dst, int *s0, int *s1, int *w1) {
   *s0 = s;
   *s1 = s + 1 < src ? s + 1 : src - 1;
   *w1 = (int)lrintf(f * 2048.0f);
+}
+
+void dsc_seg_linear_taps(int x0, int n, int src, int dst, int *tap) {
+  for (int x = 0; x < n; x++) seg_linear(x0 + x, src, dst, &tap[3 * x], &tap[3 * x + 1], &tap[3 * x + 2]);
+}
+
+void dsc_seg_linear_row(const dsc_image *img, int y, int nh, const int *tap, int n, uint8_t *out) {
+  const int w = img->w;
+  int y0, y1, wy1;
+  seg_linear(y, img->h, nh, &y0, &y1, &wy1);
+  const int64_t wy0 = 2048 - wy1;
+  const uint8_t *r0 = img->rgb + (size_t)y0 * w * 3, *r1 = img->rgb + (size_t)y1 * w * 3;
+  for (int x = 0; x < n; x++) {
+    const int x0 = 3 * tap[3 * x], x1 = 3 * tap[3 * x + 1];
+    const int64_t wx1 = tap[3 * x + 2], wx0 = 2048 - wx1;
+    for (int c = 0; c < 3; c++) {
+      int64_t a = r0[x0 + c] * wx0 + r0[x1 + c] * wx1, b = r1[x0 + c] * wx0 + r1[x1 + c] * wx1;
+      out[3 * x + c] = (uint8_t)((a * wy0 + b * wy1 + ((int64_t)1 << 21)) >> 22);
+    }
+  }
+}
+
+/* ---- (e) normalization ---- */
+
+void dsc_seg_normalize(const uint8_t *px, size_t n, float *out) {
+  float mean[3], std[3];
+  for (int c = 0; c < 3; c++) {
+    mean[c] = (float)(255.0 * dsc_image_mean[c]);
+    std[c] = (float)(255.0 * dsc_image_std[c]);
+  }
+  for (size_t i = 0; i < n; i++)
+    for (int c = 0; c < 3; c++) out[3 * i + c] = ((float)px[3 * i + c] - mean[c]) / std[c];
 }
 
 /* ---- (d) photometric distortion on uint8 RGB ---- */
@@ -250,22 +284,8 @@ dsc_status *dsc_seg_augment(const dsc_seg_aug_config *cfg, const dsc_image *img,
     const uint8_t *row = label + (size_t)seg_nearest(oy + y, h, nh) * (size_t)w;
     for (int x = 0; x < cw; x++) lab[(size_t)y * cw + x] = row[xmap[x]];
   }
-  for (int x = 0; x < cw; x++) seg_linear(ox + x, w, nw, &tap[3 * x], &tap[3 * x + 1], &tap[3 * x + 2]);
-  for (int y = 0; y < ch; y++) {
-    int y0, y1, wy1;
-    seg_linear(oy + y, h, nh, &y0, &y1, &wy1);
-    const int64_t wy0 = 2048 - wy1;
-    const uint8_t *r0 = img->rgb + (size_t)y0 * w * 3, *r1 = img->rgb + (size_t)y1 * w * 3;
-    uint8_t *o = px + (size_t)y * cw * 3;
-    for (int x = 0; x < cw; x++) {
-      const int x0 = 3 * tap[3 * x], x1 = 3 * tap[3 * x + 1];
-      const int64_t wx1 = tap[3 * x + 2], wx0 = 2048 - wx1;
-      for (int c = 0; c < 3; c++) {
-        int64_t a = r0[x0 + c] * wx0 + r0[x1 + c] * wx1, b = r1[x0 + c] * wx0 + r1[x1 + c] * wx1;
-        o[3 * x + c] = (uint8_t)((a * wy0 + b * wy1 + ((int64_t)1 << 21)) >> 22);
-      }
-    }
-  }
+  dsc_seg_linear_taps(ox, cw, w, nw, tap);
+  for (int y = 0; y < ch; y++) dsc_seg_linear_row(img, oy + y, nh, tap, cw, px + (size_t)y * cw * 3);
 
   /* (c) flip */
   if (seg_u(&key, SLOT_FLIP) < cfg->flip_prob) {
@@ -287,24 +307,18 @@ dsc_status *dsc_seg_augment(const dsc_seg_aug_config *cfg, const dsc_image *img,
   /* (d) photometric distortion */
   if (cfg->photometric) seg_photometric(&key, px, (size_t)cw * (size_t)ch);
 
-  /* (e) normalize, then pad to crop size */
-  float mean[3], std[3];
-  for (int c = 0; c < 3; c++) {
-    mean[c] = (float)(255.0 * dsc_image_mean[c]);
-    std[c] = (float)(255.0 * dsc_image_std[c]);
-  }
+  /* (e) normalize, then pad to crop size (image 0, label 255) */
   for (int y = 0; y < cfg->crop_h; y++) {
     float *o = out_hwc + (size_t)y * cfg->crop_w * 3;
     uint8_t *l = out_label + (size_t)y * cfg->crop_w;
-    for (int x = 0; x < cfg->crop_w; x++) {
-      if (y < ch && x < cw) {
-        const uint8_t *p = px + ((size_t)y * cw + x) * 3;
-        for (int c = 0; c < 3; c++) o[3 * x + c] = ((float)p[c] - mean[c]) / std[c];
-        l[x] = lab[(size_t)y * cw + x];
-      } else {
-        o[3 * x] = o[3 * x + 1] = o[3 * x + 2] = 0;
-        l[x] = 255;
-      }
+    const int valid = y < ch ? cw : 0;
+    if (valid) {
+      dsc_seg_normalize(px + (size_t)y * cw * 3, (size_t)cw, o);
+      memcpy(l, lab + (size_t)y * cw, (size_t)cw);
+    }
+    for (int x = valid; x < cfg->crop_w; x++) {
+      o[3 * x] = o[3 * x + 1] = o[3 * x + 2] = 0;
+      l[x] = 255;
     }
   }
   free(xmap);

@@ -17,16 +17,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dsc/rng.h"
+#include "data/bad_files.h"
+#include "data/epoch_order.h"
+#include "data/seg_resize.h"
 
 #define SEG_SLOTS 2
 #define SEG_MAX_THREADS 256
 #define SEG_MAX_SIDE (1 << 30)
-
-typedef struct sd_bad {
-  char *path;
-  char *reason;
-} sd_bad;
 
 typedef struct sd_slot {
   dsc_seg_batch batch;
@@ -55,83 +52,28 @@ struct dsc_seg_feeder {
   pthread_mutex_t mu;
   pthread_cond_t work_cv, done_cv;
   int stop;
-  uint8_t *state;    /* per dataset image: 0 unknown, 1 usable, 2 bad */
-  sd_bad *bad;
-  size_t n_bad, cap_bad;
+  dsc_bad_files bad; /* bad files met, remembered across steps */
   pthread_t *threads;
   int n_threads;
 };
 
-static void sd_default_warn(void *ctx, const char *msg) {
-  (void)ctx;
-  fprintf(stderr, "dsc: warning: %s\n", msg);
-}
+/* Loads dataset image i and its label map (a dsc_bad_files_try_fn: ctx is an sd_try); a file
+ * without a label map is bad. */
+typedef struct sd_try {
+  const dsc_dataset *ds;
+  dsc_image *img;
+  uint8_t **map;
+} sd_try;
 
-/* Records bad image i (under mu), warns once. Returns an error under strict mode or when out
- * of memory; takes `why`. */
-static dsc_status *sd_mark_bad(dsc_seg_feeder *f, size_t i, dsc_status *why) {
-  if (f->cfg.strict) return dsc_status_wrap(why, "bad image file (strict)");
-  if (f->state[i] == 2) {
-    dsc_status_free(why);
-    return NULL;
+static dsc_status *sd_try_load(void *ctx, size_t i) {
+  sd_try *t = ctx;
+  *t->map = NULL;
+  dsc_status *st = dsc_dataset_load(t->ds, i, t->img, NULL, t->map);
+  if (!st && !*t->map) {
+    dsc_image_free(t->img);
+    st = dsc_errorf("%s: no label map", dsc_dataset_name(t->ds, i));
   }
-  f->state[i] = 2;
-  if (f->n_bad == f->cap_bad) {
-    size_t cap = f->cap_bad ? 2 * f->cap_bad : 16;
-    sd_bad *b = realloc(f->bad, cap * sizeof *b);
-    if (!b) {
-      dsc_status_free(why);
-      return dsc_errorf("out of memory recording bad files");
-    }
-    f->bad = b;
-    f->cap_bad = cap;
-  }
-  sd_bad *b = &f->bad[f->n_bad];
-  b->path = strdup(dsc_dataset_name(f->ds, i));
-  b->reason = strdup(why->msg);
-  if (!b->path || !b->reason) {
-    free(b->path);
-    free(b->reason);
-    dsc_status_free(why);
-    return dsc_errorf("out of memory recording bad files");
-  }
-  f->n_bad++;
-  char msg[1200];
-  snprintf(msg, sizeof msg, "skipping bad image (replaced by the next usable one): %s", why->msg);
-  dsc_status_free(why);
-  (f->cfg.warn ? f->cfg.warn : sd_default_warn)(f->cfg.warn_ctx, msg);
-  return NULL;
-}
-
-/* Loads dataset image `want` and its label map or, if it is bad, the next usable one; *used
- * gets its index. In strict mode the first bad file is the error. */
-static dsc_status *sd_load_usable(dsc_seg_feeder *f, size_t want, dsc_image *img, uint8_t **map,
-                                  size_t *used) {
-  for (size_t t = 0; t < f->n_images; t++) {
-    size_t i = (want + t) % f->n_images;
-    pthread_mutex_lock(&f->mu);
-    int known_bad = f->state[i] == 2;
-    pthread_mutex_unlock(&f->mu);
-    if (known_bad) continue;
-    *map = NULL;
-    dsc_status *st = dsc_dataset_load(f->ds, i, img, NULL, map);
-    if (!st && !*map) {
-      dsc_image_free(img);
-      st = dsc_errorf("%s: no label map", dsc_dataset_name(f->ds, i));
-    }
-    pthread_mutex_lock(&f->mu);
-    if (!st) {
-      f->state[i] = 1;
-      pthread_mutex_unlock(&f->mu);
-      *used = i;
-      return NULL;
-    }
-    st = sd_mark_bad(f, i, st);
-    pthread_mutex_unlock(&f->mu);
-    if (st) return st;
-  }
-  return dsc_errorf("no usable image in the dataset (all %zu files are bad; first: %s)", f->n_images,
-                    dsc_dataset_name(f->ds, 0));
+  return st;
 }
 
 /* Prepares image k of slot s (unlocked; the slot's step, want and epoch are fixed meanwhile). */
@@ -141,7 +83,9 @@ static dsc_status *sd_make_image(dsc_seg_feeder *f, sd_slot *s, int k) {
   dsc_image img = {0, 0, NULL};
   uint8_t *map = NULL;
   size_t used = 0;
-  DSC_TRY(sd_load_usable(f, s->want[k], &img, &map, &used));
+  /* dataset image want[k] or, if it is bad, the next usable one; in strict mode the first bad
+   * file is the error */
+  DSC_TRY(dsc_bad_files_load_usable(&f->bad, s->want[k], sd_try_load, &(sd_try){f->ds, &img, &map}, &used));
   dsc_status *st = dsc_seg_augment(a, &img, map, f->cfg.seed, s->epoch, (uint32_t)used,
                                    s->batch.images + (size_t)k * px * 3, s->batch.labels + (size_t)k * px);
   if (st) st = dsc_status_wrap(st, "%s", dsc_dataset_name(f->ds, used));
@@ -196,16 +140,7 @@ static void sd_cancel(dsc_seg_feeder *f, sd_slot *s) {
 /* Epoch e's permutation into f->perm (loader.h's rule), cached for the last epoch asked. */
 static void sd_permutation(dsc_seg_feeder *f, uint32_t epoch) {
   if (f->perm_valid && f->perm_epoch == epoch) return;
-  size_t n = f->n_images;
-  for (size_t i = 0; i < n; i++) f->perm[i] = (uint32_t)i;
-  for (size_t i = n - 1; i > 0; i--) {
-    double u = dsc_rng_uniform(f->cfg.seed, DSC_RNG_SHUFFLE, epoch, (uint32_t)i, 0);
-    size_t j = (size_t)(u * (double)(i + 1));
-    if (j > i) j = i;
-    uint32_t t = f->perm[i];
-    f->perm[i] = f->perm[j];
-    f->perm[j] = t;
-  }
+  dsc_epoch_permutation(f->cfg.seed, epoch, f->n_images, f->perm);
   f->perm_epoch = epoch;
   f->perm_valid = 1;
 }
@@ -244,12 +179,7 @@ void dsc_seg_feeder_free(dsc_seg_feeder *f) {
     free(f->slots[s].want);
     dsc_status_free(f->slots[s].error);
   }
-  for (size_t i = 0; i < f->n_bad; i++) {
-    free(f->bad[i].path);
-    free(f->bad[i].reason);
-  }
-  free(f->bad);
-  free(f->state);
+  dsc_bad_files_free(&f->bad);
   free(f->perm);
   free(f);
 }
@@ -286,8 +216,8 @@ dsc_status *dsc_seg_feeder_open(const dsc_dataset *ds, const dsc_seg_feeder_conf
   pthread_cond_init(&f->work_cv, NULL);
   pthread_cond_init(&f->done_cv, NULL);
   f->perm = malloc(n * sizeof *f->perm);
-  f->state = calloc(n, 1);
-  int ok = f->perm && f->state;
+  int ok = f->perm && dsc_bad_files_init(&f->bad, ds, &f->mu, cfg->strict, "bad image file (strict)", cfg->warn,
+                                          cfg->warn_ctx) == 0;
   const size_t B = (size_t)cfg->batch, px = (size_t)a->crop_w * (size_t)a->crop_h;
   for (int s = 0; ok && s < SEG_SLOTS; s++) {
     dsc_seg_batch *b = &f->slots[s].batch;
@@ -361,35 +291,13 @@ dsc_status *dsc_seg_feeder_get(dsc_seg_feeder *f, int64_t step, const dsc_seg_ba
   return NULL;
 }
 
-size_t dsc_seg_feeder_bad_count(dsc_seg_feeder *f) {
-  pthread_mutex_lock(&f->mu);
-  size_t n = f->n_bad;
-  pthread_mutex_unlock(&f->mu);
-  return n;
-}
+size_t dsc_seg_feeder_bad_count(dsc_seg_feeder *f) { return dsc_bad_files_count(&f->bad); }
 
 void dsc_seg_feeder_bad_file(dsc_seg_feeder *f, size_t i, const char **path, const char **reason) {
-  pthread_mutex_lock(&f->mu);
-  *path = i < f->n_bad ? f->bad[i].path : NULL;
-  *reason = i < f->n_bad ? f->bad[i].reason : NULL;
-  pthread_mutex_unlock(&f->mu);
+  dsc_bad_files_get(&f->bad, i, path, reason);
 }
 
 /* ---- evaluation images ---- */
-
-/* OpenCV INTER_LINEAR taps of destination index d: s0, s1 and 11-bit weights w0 + w1 = 2048
- * (the same arithmetic as seg_augment.c's resampler). */
-static void sd_linear(int d, int src, int dst, int *s0, int *s1, int *w1) {
-  double scale = (double)src / (double)dst;
-  float f = (float)((d + 0.5) * scale - 0.5);
-  int s = (int)floorf(f);
-  f -= (float)s;
-  if (s < 0) f = 0, s = 0;
-  if (s >= src - 1) f = 0, s = src - 1;
-  *s0 = s;
-  *s1 = s + 1 < src ? s + 1 : src - 1;
-  *w1 = (int)lrintf(f * 2048.0f);
-}
 
 void dsc_seg_eval_item_free(dsc_seg_eval_item *it) {
   if (!it) return;
@@ -427,42 +335,29 @@ dsc_status *dsc_seg_eval_load(const dsc_dataset *ds, size_t i, int scale_w, int 
   }
   float *o = NULL;
   int *tap = NULL;
+  uint8_t *rgb = NULL; /* one resized row */
   if (!st) {
     o = malloc((size_t)nw * (size_t)nh * 3 * sizeof *o);
     tap = malloc((size_t)nw * 3 * sizeof *tap);
-    if (!o || !tap) st = dsc_errorf("%s: out of memory for a %dx%d evaluation image", name, nw, nh);
+    rgb = malloc((size_t)nw * 3);
+    if (!o || !tap || !rgb) st = dsc_errorf("%s: out of memory for a %dx%d evaluation image", name, nw, nh);
   }
   if (st) {
     free(o);
     free(tap);
+    free(rgb);
     free(map);
     dsc_image_free(&img);
     return st;
   }
-  /* Normalize as dsc_seg_augment step (e): (v - 255 * mean) / (255 * std) */
-  float mean[3], std[3];
-  for (int c = 0; c < 3; c++) {
-    mean[c] = (float)(255.0 * dsc_image_mean[c]);
-    std[c] = (float)(255.0 * dsc_image_std[c]);
-  }
-  for (int x = 0; x < nw; x++) sd_linear(x, w, nw, &tap[3 * x], &tap[3 * x + 1], &tap[3 * x + 2]);
+  /* the whole image resized by dsc_seg_augment's resampler, normalized as its step (e) */
+  dsc_seg_linear_taps(0, nw, w, nw, tap);
   for (int y = 0; y < nh; y++) {
-    int y0, y1, wy1;
-    sd_linear(y, h, nh, &y0, &y1, &wy1);
-    const int64_t wy0 = 2048 - wy1;
-    const uint8_t *r0 = img.rgb + (size_t)y0 * w * 3, *r1 = img.rgb + (size_t)y1 * w * 3;
-    float *row = o + (size_t)y * nw * 3;
-    for (int x = 0; x < nw; x++) {
-      const int x0 = 3 * tap[3 * x], x1 = 3 * tap[3 * x + 1];
-      const int64_t wx1 = tap[3 * x + 2], wx0 = 2048 - wx1;
-      for (int c = 0; c < 3; c++) {
-        int64_t p = r0[x0 + c] * wx0 + r0[x1 + c] * wx1, q = r1[x0 + c] * wx0 + r1[x1 + c] * wx1;
-        uint8_t v = (uint8_t)((p * wy0 + q * wy1 + ((int64_t)1 << 21)) >> 22);
-        row[3 * x + c] = ((float)v - mean[c]) / std[c];
-      }
-    }
+    dsc_seg_linear_row(&img, y, nh, tap, nw, rgb);
+    dsc_seg_normalize(rgb, (size_t)nw, o + (size_t)y * nw * 3);
   }
   free(tap);
+  free(rgb);
   out->w = nw;
   out->h = nh;
   out->image = o;
