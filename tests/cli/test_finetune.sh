@@ -86,6 +86,9 @@ else bad "metrics / eval.json / options.json: see above"; fi
 if grep -q "^step 6: mIoU" "$tmp/a.out" && grep -q "^  ankle boot " "$tmp/a.out" && grep -q "^  background " "$tmp/a.out"
 then ok "the per-class table is printed with the class names"
 else bad "per-class table: $(head -c 600 "$tmp/a.out")"; fi
+# shellcheck disable=SC2086
+expect "--classes auto reads DIR/classes.txt (11 scene classes)" 0 "11 classes" \
+  "$dsc" finetune seg ${tiny% --classes 11} --weights random --iters 1 --val-split none --out "$tmp/auto_classes"
 expect "a finished run resumed has nothing to train" 0 "nothing to train" \
   "$dsc" finetune seg --resume --out "$tmp/a" --threads 2 --quiet
 
