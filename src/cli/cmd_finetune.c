@@ -453,6 +453,20 @@ static dsc_status *write_options(ft_run *r) {
   return bad ? dsc_errorf("cannot write %s", path) : NULL;
 }
 
+/* Every label of the batch is < --classes or 255; the error names the image file and the pixel. */
+static dsc_status *check_batch_labels(const ft_run *r, const dsc_seg_batch *b) {
+  const size_t npx = (size_t)b->h * b->w;
+  for (int k = 0; k < b->n; k++)
+    for (size_t p = 0; p < npx; p++) {
+      uint8_t v = b->labels[k * npx + p];
+      if (v != 255 && v >= r->o.classes)
+        return dsc_errorf("%s: label %d (in the augmented crop at x %zu, y %zu), but --classes=%d (labels 0..%d, "
+                          "255 = ignore)", dsc_dataset_name(r->train, b->indices[k]), v, p % (size_t)b->w,
+                          p / (size_t)b->w, r->o.classes, r->o.classes - 1);
+    }
+  return NULL;
+}
+
 static dsc_status *run(ft_run *r, int *interrupted) {
   ft_opts *o = &r->o;
   dsc_dataset_config tc = {o->data, o->format, o->train_split, 0};
@@ -530,12 +544,13 @@ static dsc_status *run(ft_run *r, int *interrupted) {
     data_time += synthetic_now_s() - t0;
     lr = dsc_poly_lr(o->lr, o->min_lr, o->power, s, o->iters);
     dsc_fcn_step_info info;
-    dsc_status *st = r->be->upload(r->be, r->x_dev, b->images, (size_t)b->n * b->h * b->w * 3 * sizeof(float));
+    dsc_status *st = check_batch_labels(r, b);
+    if (!st) st = r->be->upload(r->be, r->x_dev, b->images, (size_t)b->n * b->h * b->w * 3 * sizeof(float));
     if (!st) st = dsc_fcn_train_step(&r->model, r->x_dev, b->labels, b->n, b->h, b->w, s, o->seed, &sgd, lr, &info);
-    if (st)
-      return dsc_status_wrap(st, "step %lld (images %s ...); the last good checkpoint is %s (step %lld)", (long long)s,
-                             dsc_dataset_name(r->train, b->indices[0]),
-                             last_saved > 0 || o->resume ? r->ckpt : "(none yet)", (long long)last_saved);
+    if (st && (last_saved > 0 || o->resume))
+      return dsc_status_wrap(st, "step %lld; the last good checkpoint is %s (step %lld)", (long long)s, r->ckpt,
+                             (long long)last_saved);
+    if (st) return dsc_status_wrap(st, "step %lld (no checkpoint written yet)", (long long)s);
     if (s == start) loss_first = info.loss;
     loss_last = info.loss;
     imgs_since += b->n;
