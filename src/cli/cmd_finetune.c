@@ -754,11 +754,7 @@ int cmd_finetune(int argc, char **argv) {
     return 2;
   }
   st = cli_make_dirs(out, "--out");
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
+  cli_on_stop_signals(on_signal);
   int interrupted = 0;
   if (!st) st = run(&r, &interrupted);
   if (r.metrics) fclose(r.metrics);

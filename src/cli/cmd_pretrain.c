@@ -334,11 +334,7 @@ int cmd_pretrain(int argc, char **argv) {
 
   if (cli_report(dsc_dist_open(r.cfg.dist_timeout, &r.dist))) return 1;
   r.rank = dsc_dist_rank(r.dist), r.world = dsc_dist_world(r.dist);
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
+  cli_on_stop_signals(on_signal);
   int interrupted = 0;
   dsc_status *st = run(&r, &interrupted);
   if (r.metrics) fclose(r.metrics);

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -81,4 +82,12 @@ void cli_progress_bar(FILE *out, int64_t done, int64_t total, double img_per_s, 
   cli_format_duration(eta_s, eta, sizeof eta);
   fprintf(out, "\r[%s] step %lld/%lld  %.1f img/s  ETA %s  loss %.4f  ", bar, (long long)done, (long long)total,
           img_per_s, eta, loss);
+}
+
+void cli_on_stop_signals(void (*handler)(int)) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = handler;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
 }

@@ -20,6 +20,8 @@ void cli_format_duration(double seconds, char *buf, size_t cap);
 /* The ETA of a run at `done` of `total` steps after `elapsed` seconds for the `done_here` steps
  * this process took. */
 double cli_eta(double elapsed, int64_t done_here, int64_t done, int64_t total);
+/* Calls `handler` on SIGINT and SIGTERM (a training command's "finish the step, checkpoint, stop"). */
+void cli_on_stop_signals(void (*handler)(int));
 /* "\r[#####.....] step 12/100  3.4 img/s  ETA 1m02s  loss 0.1234  " on a terminal (no newline). */
 void cli_progress_bar(FILE *out, int64_t done, int64_t total, double img_per_s, double eta_s, double loss);
 
