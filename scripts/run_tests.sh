@@ -11,8 +11,10 @@ skipped=0
 for t in "$@"; do
   echo "== $t"
   log=$(mktemp)
+  t0=$(date +%s)
   "$t" 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
+  echo "== $(basename "$t"): $(( $(date +%s) - t0 )) s"
   line=$(grep '^#summary ' "$log" | tail -n 1)
   rm -f "$log"
   if [ -z "$line" ]; then
