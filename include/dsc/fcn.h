@@ -131,6 +131,9 @@ typedef struct dsc_fcn_eval_config {
   int64_t max_images;        /* the first N images (0: all) */
   int strict;                /* an unreadable image is an error (else skipped with a warning) */
   int progress;              /* "evaluating i/n" on stderr */
+  int64_t max_pixels;        /* whole mode: consecutive images of one size share a forward (at most 8)
+                              * while their pixels stay within this (e.g. the training batch's);
+                              * <= 0: one image per forward */
 } dsc_fcn_eval_config;
 
 /* Scores of the model on `val` (a dataset with label maps; labels must be < classes or 255, else

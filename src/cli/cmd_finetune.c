@@ -396,7 +396,8 @@ static dsc_status *save(ft_run *r, int64_t step, double lr) {
 static dsc_status *evaluate(ft_run *r, int64_t step, dsc_seg_scores *scores, int print) {
   const ft_opts *o = &r->o;
   dsc_fcn_eval_config ec = {o->slide, o->eval_crop_w, o->eval_crop_h, o->eval_stride_w, o->eval_stride_h,
-                            o->test_w, o->test_h, o->max_val, o->strict, !o->quiet && isatty(2)};
+                            o->test_w, o->test_h, o->max_val, o->strict, !o->quiet && isatty(2),
+                            (int64_t)o->batch * o->aug.crop_w * o->aug.crop_h};
   double t0 = synthetic_now_s();
   DSC_TRY(dsc_status_wrap(dsc_fcn_evaluate(&r->model, r->val, &ec, scores), "evaluation at step %lld", (long long)step));
   if (print) {

@@ -146,7 +146,8 @@ dsc_status *dsc_fcn_evaluate(dsc_fcn *m, const dsc_dataset *val, const dsc_fcn_e
         dsc_seg_eval_item_free(&it);
         break;
       }
-      if (group > 0 && (it.w != items[0].w || it.h != items[0].h)) {
+      if (group > 0 && (it.w != items[0].w || it.h != items[0].h ||
+                        (int64_t)(group + 1) * it.w * it.h > cfg->max_pixels)) {
         carry = it, carry_index = i, have_carry = 1;
         break;
       }
