@@ -22,11 +22,20 @@ COLUMNS = [
     ("k-NN top-1", ("knn", "top1")),
     ("linear top-1", ("linear", "top1")),
     ("dense probe pixel acc.", ("seg", "pixel_acc")),
+    ("fine-tuned FCN mIoU", ("finetune", "miou")),
 ]
 
 
 def load_eval(out, name):
     path = os.path.join(out, "eval", name + ".json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_finetune(out, name):
+    path = os.path.join(out, "finetune", name, "eval.json")
     if not os.path.exists(path):
         return None
     with open(path) as f:
@@ -45,7 +54,12 @@ def metric(ev, path):
 def values(out, row, seeds, path):
     vals = []
     for s in seeds:
-        v = metric(load_eval(out, f"{row}-s{s}"), path)
+        if path[0] == "finetune":
+            ft = load_finetune(out, f"{row}-s{s}")
+            v = ft.get(path[1]) if ft else None
+            v = float(v) if v is not None else None
+        else:
+            v = metric(load_eval(out, f"{row}-s{s}"), path)
         if v is not None:
             vals.append(100.0 * v)
     return vals
@@ -99,11 +113,15 @@ def main():
     w = lines.append
     w("# Results: the dense benchmark on Fashion-MNIST scenes")
     w("")
-    w("Produced by `bench/reproduce` (issue #5); every number below was measured by it, in "
-      f"{a.minutes} minutes on this machine. Configuration: `{a.config}`.")
+    w("Produced by `bench/reproduce` (issues #5 and #9); every number below was measured by it on this "
+      f"machine (its last invocation took {a.minutes} minutes; stages whose outputs already existed were "
+      "skipped, and OUT/reproduce.log has each stage's start time). Configuration: "
+      f"`{a.config}`.")
     w("Each method pretrains a ResNet from scratch on the train scenes with the same budget, seed(s) "
       "and METHOD.md defaults otherwise; every backbone is then frozen and evaluated with every "
-      "protocol of METHOD.md §7 by `dsc eval all` (docs/eval.md). Numbers are percentages; a main "
+      "protocol of METHOD.md §7 by `dsc eval all` (docs/eval.md), and fine-tuned with an FCN head by "
+      "`dsc finetune seg` (the paper's transfer protocol, docs/finetune.md; the same budget for every "
+      "backbone, fine-tuning seed = pretraining seed). Numbers are percentages; a main "
       f"row is the mean over seeds {', '.join(seeds)} with the range (min–max) in brackets.")
     w("The larger configuration for a GPU machine (run.device=cuda, docs/gpu.md) is `DEVICE=cuda SIZE=64 "
       "TRAIN=10000 VAL=2000 STEPS=3000 BATCH=128 QUEUE=8192 bench/reproduce`; it was not run in this "
@@ -178,6 +196,12 @@ def main():
       "prediction, `dsc viz maps --probe`:")
     w("")
     w("![feature maps](img/reproduce_maps.png)")
+    w("")
+    w("Grad-CAM (the paper's Fig. 6) of C5 for moco-v2, densecl, dsc-km and dsc-pm (seed " + seeds[0] + "), "
+      "`dsc viz gradcam` (docs/viz.md): target = the mean cosine similarity of every C5 cell to the cell of "
+      "the image centre (marked with a cross); first column the validation scene:")
+    w("")
+    w("![Grad-CAM](img/reproduce_gradcam.png)")
     w("")
     w("## Commands")
     w("")
