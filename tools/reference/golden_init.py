@@ -139,3 +139,17 @@ def print_test_vectors():
 
 if __name__ == "__main__":
     print_test_vectors()
+
+
+def fill_golden(model):
+    """Sets every tensor of a torch model's state dict to golden_tensor(name, shape) (in place, without
+    gradients), num_batches_tracked counters to 0, and returns the model: the weights every golden
+    ResNet fixture shares with dsc's test initializer (tests/golden_init.h)."""
+    import torch
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if name.endswith("num_batches_tracked"):
+                t.zero_()
+            else:
+                t.copy_(torch.from_numpy(golden_tensor(name, t.shape)))
+    return model

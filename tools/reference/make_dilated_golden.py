@@ -70,12 +70,7 @@ def build_model(dtype):
     model = torchvision.models.resnet50(weights=None, replace_stride_with_dilation=[False, True, True])
     del model.fc
     del model.avgpool
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if name.endswith("num_batches_tracked"):
-                t.zero_()
-            else:
-                t.copy_(torch.from_numpy(golden_init.golden_tensor(name, t.shape)))
+    golden_init.fill_golden(model)
     return model.to(dtype).train()
 
 

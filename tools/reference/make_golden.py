@@ -81,12 +81,7 @@ def build_model(cfg):
         model.maxpool = nn.Identity()
     del model.fc
     del model.avgpool
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if name.endswith("num_batches_tracked"):
-                t.zero_()
-            else:
-                t.copy_(torch.from_numpy(golden_init.golden_tensor(name, t.shape)))
+    golden_init.fill_golden(model)
     return model
 
 
