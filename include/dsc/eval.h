@@ -149,8 +149,8 @@ typedef struct dsc_linear_probe_result {
 
 /* Multinomial logistic regression on pooled features train (n_train, d) with labels in
  * [0, classes), evaluated on test (n_test, d) (n_test may be 0). test_pred (n_test) may be
- * NULL; weight (classes, d) and bias (classes) receive the classifier in the standardized
- * feature space (both may be NULL). */
+ * NULL. The trained classifier itself: dsc_linear_probe_fit (include/dsc/probe_file.h), which
+ * returns it in raw pooled-feature space. */
 dsc_status *dsc_linear_probe(dsc_backend *be, const dsc_probe_config *cfg, int64_t n_train,
                              int64_t n_test, int d, int classes, const float *train,
                              const int32_t *train_labels, const float *test,
