@@ -153,3 +153,21 @@ def fill_golden(model):
             else:
                 t.copy_(torch.from_numpy(golden_tensor(name, t.shape)))
     return model
+
+
+SAMPLE_COUNT = 4096
+
+
+def put_sampled(out, name, t, sample_count=SAMPLE_COUNT):
+    """Stores a float torch tensor into the dict `out` in full (F32) or, above sample_count elements, as
+    name@sample (sample_count evenly spaced elements, F32) + name@norm (its L2 norm, F64): how the
+    ResNet fixtures keep large gradients and activations small (tests/test_resnet_golden.c)."""
+    import torch
+    t = t.detach().to(torch.float64).contiguous()
+    if t.numel() <= sample_count:
+        out[name] = t.numpy().astype(np.float32)
+        return
+    flat = t.reshape(-1)
+    idx = (np.arange(sample_count, dtype=np.int64) * t.numel()) // sample_count
+    out[name + "@sample"] = flat.numpy()[idx].astype(np.float32)
+    out[name + "@norm"] = np.array(torch.linalg.vector_norm(flat).item(), dtype=np.float64)

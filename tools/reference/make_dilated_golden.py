@@ -44,7 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import golden_init  # noqa: E402
 import safetensors_py  # noqa: E402
 
-SAMPLE_COUNT = 4096
+SAMPLE_COUNT = golden_init.SAMPLE_COUNT  # large tensors are stored as @sample + @norm
 BATCH, HEIGHT, WIDTH = 2, 64, 64
 
 # Gradients compared: the stem, a plain and a dilated block of layer3, every dilation of layer4
@@ -121,17 +121,6 @@ def run_eval(dtype):
     return h
 
 
-def put(out, name, t):
-    t = t.detach().to(torch.float64).contiguous()
-    if t.numel() <= SAMPLE_COUNT:
-        out[name] = t.numpy().astype(np.float32)
-        return
-    flat = t.reshape(-1)
-    idx = (np.arange(SAMPLE_COUNT, dtype=np.int64) * t.numel()) // SAMPLE_COUNT
-    out[name + "@sample"] = flat.numpy()[idx].astype(np.float32)
-    out[name + "@norm"] = np.array(torch.linalg.vector_norm(flat).item(), dtype=np.float64)
-
-
 def rel_l2(a, b):
     a = a.detach().to(torch.float64).reshape(-1)
     b = b.detach().to(torch.float64).reshape(-1)
@@ -141,16 +130,16 @@ def rel_l2(a, b):
 def fixture_tensors(r64, r32):
     out = {"input": r64["input"].numpy().astype(np.float32)}
     e64, e32 = run_eval(torch.float64), run_eval(torch.float32)
-    put(out, "eval.c5", e64)
+    golden_init.put_sampled(out, "eval.c5", e64)
     out["f32err.eval.c5"] = np.array(rel_l2(e32, e64), dtype=np.float64)
     out["loss"] = np.array(r64["loss"].item(), dtype=np.float64)
     out["f32err.loss"] = np.array(rel_l2(r32["loss"], r64["loss"]), dtype=np.float64)
     for i, key in enumerate(("c2", "c3", "c4", "c5")):
         out["shape." + key] = np.array(r64["c"][i].shape, dtype=np.int64)
-        put(out, key, r64["c"][i])
+        golden_init.put_sampled(out, key, r64["c"][i])
         out["f32err." + key] = np.array(rel_l2(r32["c"][i], r64["c"][i]), dtype=np.float64)
     for n in GRAD_NAMES:
-        put(out, "grad." + n, r64["grad"][n])
+        golden_init.put_sampled(out, "grad." + n, r64["grad"][n])
         out["f32err.grad." + n] = np.array(rel_l2(r32["grad"][n], r64["grad"][n]), dtype=np.float64)
     for n, t in r64["after1"].items():
         out["after1." + n] = t.numpy().astype(np.float32)

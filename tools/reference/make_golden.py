@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import golden_init  # noqa: E402
 import safetensors_py  # noqa: E402
 
-SAMPLE_COUNT = 4096
+SAMPLE_COUNT = golden_init.SAMPLE_COUNT  # large tensors are stored as @sample + @norm
 # The first plan was lr = 0.02, 0.015, 0.01. With this linear loss the BN-at-initialization gradients
 # are large (in the first step conv1.weight moves by 11% of its norm in resnet18, by 50x in resnet50),
 # so 3 steps at that rate are chaotic: a float32 run lands 1.8e-1 (resnet18) to 1e0 (resnet50) away in
@@ -150,18 +150,6 @@ def run(cfg, dtype):
     return res
 
 
-def put(out, name, t):
-    """Stores a float tensor in full (F32) or, above SAMPLE_COUNT elements, as @sample + @norm."""
-    t = t.detach().to(torch.float64).contiguous()
-    if t.numel() <= SAMPLE_COUNT:
-        out[name] = t.numpy().astype(np.float32)
-        return
-    flat = t.reshape(-1)
-    idx = (np.arange(SAMPLE_COUNT, dtype=np.int64) * t.numel()) // SAMPLE_COUNT
-    out[name + "@sample"] = flat.numpy()[idx].astype(np.float32)
-    out[name + "@norm"] = np.array(torch.linalg.vector_norm(flat).item(), dtype=np.float64)
-
-
 def fixture_tensors(cfg, res):
     out = {}
     for k, v in res["fixed"].items():
@@ -173,9 +161,9 @@ def fixture_tensors(cfg, res):
     out["sgd.lr"] = np.array(LRS, dtype=np.float32)
     out["sgd.loss"] = np.array(res["losses"], dtype=np.float32)
     for n in res["param_names"]:
-        put(out, "grad." + n, res["grad"][n])
-        put(out, "after3." + n, res["after3"][n])
-        put(out, "after3.momentum." + n, res["momentum"][n])
+        golden_init.put_sampled(out, "grad." + n, res["grad"][n])
+        golden_init.put_sampled(out, "after3." + n, res["after3"][n])
+        golden_init.put_sampled(out, "after3.momentum." + n, res["momentum"][n])
     for n, t in res["after1"].items():
         out["after1." + n] = t.numpy().astype(np.float32)
     for n, t in res["after3"].items():
